@@ -1,0 +1,1 @@
+"""kgrec benchmark suites (run as ``python -m benchmarks.<name>``)."""

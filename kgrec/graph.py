@@ -1,0 +1,279 @@
+"""Build the heterogeneous user–item–tag–entity graph from a dataset and its split.
+
+Node types (PyG names): ``user``, ``item``, ``tag`` (item tags and user attribute
+values as ``field=value``), ``entity`` (KG entities not linked to an item; an item
+linked to an entity is one ``item`` node). Every edge type travels with its
+``rev_`` reverse, as :class:`torch_geometric.transforms.ToUndirected` names them.
+
+.. warning::
+    User–item edges come from ``split.train`` only. Valid and test interactions never
+    enter the graph, its degrees or anything computed from it; ``build_graph`` has no
+    way to receive them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from kgrec.data.dataset import Dataset
+from kgrec.errors import DataError, UnknownIdError
+from kgrec.split import Split
+
+__all__ = ["Vocab", "GraphData", "build_vocabs", "build_graph", "split_to_index", "INTERACTS"]
+
+#: The supervision edge type.
+INTERACTS = ("user", "interacts", "item")
+HAS_TAG = ("item", "has_tag", "tag")
+HAS_ATTRIBUTE = ("user", "has_attribute", "tag")
+
+
+class Vocab:
+    """Raw ids of one node type and their indices ``0 .. len-1``.
+
+    Args:
+        ids: Raw ids (strings) in index order; must be unique.
+        node_type: Node type name, used in error messages.
+    """
+
+    def __init__(self, ids: Iterable[str], node_type: str = "node") -> None:
+        self.node_type = node_type
+        self.ids = np.asarray(list(ids), dtype=object)
+        self._index = pd.Index(self.ids)
+        if not self._index.is_unique:
+            dup = self._index[self._index.duplicated()][0]
+            raise DataError(f"{node_type} vocabulary has duplicate id {dup!r}.")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, raw_id) -> bool:
+        return raw_id in self._index
+
+    def __repr__(self) -> str:
+        return f"Vocab({self.node_type!r}, size={len(self)})"
+
+    def encode(self, raw_ids) -> np.ndarray:
+        """Indices of ``raw_ids`` (shape preserved for 1-D input), ``int64``.
+
+        Raises:
+            UnknownIdError: an id is not in the vocabulary (the first one is named).
+        """
+        raw = pd.Index(np.asarray(list(raw_ids) if not isinstance(raw_ids, (np.ndarray, pd.Series, pd.Index))
+                                  else raw_ids, dtype=object))
+        idx = self._index.get_indexer(raw)
+        if (idx < 0).any():
+            bad = raw[int(np.flatnonzero(idx < 0)[0])]
+            raise UnknownIdError(
+                f"Unknown {self.node_type} id {bad!r} ({int((idx < 0).sum())} unknown in total); "
+                f"valid ids are the {len(self)} {self.node_type} ids of the dataset, "
+                f"e.g. {list(self.ids[:3])}."
+            )
+        return idx.astype(np.int64)
+
+    def decode(self, index) -> np.ndarray:
+        """Raw ids at ``index`` (array-like of ints)."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise UnknownIdError(f"{self.node_type} index out of range [0, {len(self)}).")
+        return self.ids[index]
+
+
+@dataclass
+class GraphData:
+    """A built graph: the :class:`~torch_geometric.data.HeteroData` and its vocabularies.
+
+    Attributes:
+        data: The graph. ``data[INTERACTS].edge_index`` holds TRAIN interactions only,
+            shape ``(2, num_train)``; KG edge stores carry ``edge_type`` (relation ids).
+        vocabs: Raw id ↔ index per node type.
+        relations: KG relation names; ``relations[r]`` is relation id ``r``.
+        dataset_name: Name of the dataset the graph was built from.
+    """
+
+    data: HeteroData
+    vocabs: dict[str, Vocab]
+    relations: list[str] = field(default_factory=list)
+    dataset_name: str = ""
+
+    @property
+    def num_users(self) -> int:
+        return len(self.vocabs["user"])
+
+    @property
+    def num_items(self) -> int:
+        return len(self.vocabs["item"])
+
+    @property
+    def metadata(self):
+        return self.data.metadata()
+
+    def train_edge_index(self) -> Tensor:
+        """TRAIN user–item edges, shape ``(2, num_train)``: row 0 users, row 1 items."""
+        return self.data[INTERACTS].edge_index
+
+    def summary(self) -> str:
+        lines = [f"Graph of {self.dataset_name!r}", "  nodes:"]
+        for nt in self.data.node_types:
+            x = self.data[nt].get("x")
+            feat = f"  x {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}" if x is not None else ""
+            lines.append(f"    {nt:<8}{self.data[nt].num_nodes:>12,}{feat}")
+        lines.append("  edges:")
+        for et in self.data.edge_types:
+            lines.append(f"    {'-'.join(et):<32}{self.data[et].num_edges:>12,}")
+        if self.relations:
+            lines.append(f"  KG relations: {len(self.relations)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"GraphData({self.dataset_name!r}, {self.data!r})"
+
+
+def _tag_ids(dataset: Dataset) -> list[str]:
+    tags: set[str] = set()
+    for col in dataset.item_tag_columns:
+        for cell in dataset.items[col]:
+            tags.update(f"{col}={t}" for t in cell)
+    if dataset.users is not None:
+        for col in dataset.user_attribute_columns:
+            tags.update(f"{col}={v}" for v in dataset.users[col] if v != "")
+    return sorted(tags)
+
+
+def _entity_ids(dataset: Dataset) -> list[str]:
+    if dataset.kg is None:
+        return []
+    linked = set(dataset.links["entity"]) if dataset.links is not None else set()
+    ents = pd.unique(pd.concat([dataset.kg["head"], dataset.kg["tail"]]).to_numpy(dtype=object))
+    return sorted(e for e in ents if e not in linked)
+
+
+def build_vocabs(dataset: Dataset) -> dict[str, Vocab]:
+    """Per-node-type vocabularies of ``dataset``; they do not depend on the split.
+
+    ``user``: all users of the dataset; ``item``: the catalogue in ``dataset.items`` order;
+    ``tag``: sorted ``field=value`` ids of item tags and user attributes; ``entity``: sorted
+    KG entities not linked to an item (absent when there are none).
+    """
+    vocabs = {
+        "user": Vocab(dataset.user_ids, "user"),
+        "item": Vocab(dataset.item_ids, "item"),
+        "tag": Vocab(_tag_ids(dataset), "tag"),
+    }
+    entities = _entity_ids(dataset)
+    if entities:
+        vocabs["entity"] = Vocab(entities, "entity")
+    return vocabs
+
+
+def _edge_index(src: np.ndarray, dst: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.stack([src, dst]).astype(np.int64, copy=False))
+
+
+def _add(data: HeteroData, etype: tuple[str, str, str], src, dst, **attrs) -> None:
+    """Add ``etype`` edges and their ``rev_`` reverse (attributes copied to both)."""
+    data[etype].edge_index = _edge_index(src, dst)
+    rev = (etype[2], f"rev_{etype[1]}", etype[0])
+    data[rev].edge_index = _edge_index(dst, src)
+    for key, value in attrs.items():
+        data[etype][key] = value
+        data[rev][key] = value.clone()
+
+
+def split_to_index(graph: GraphData, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
+    """User and item indices (``LongTensor`` of shape ``(len(frame),)`` each) of an interaction frame."""
+    users = torch.from_numpy(graph.vocabs["user"].encode(frame["user"].to_numpy(dtype=object)))
+    items = torch.from_numpy(graph.vocabs["item"].encode(frame["item"].to_numpy(dtype=object)))
+    return users, items
+
+
+def build_graph(
+    dataset: Dataset,
+    split: Split,
+    text_features: Mapping[str, Tensor] | None = None,
+    vocabs: Mapping[str, Vocab] | None = None,
+    feature_dtype: torch.dtype | None = None,
+) -> GraphData:
+    """Build the training graph of ``dataset`` under ``split``.
+
+    Args:
+        dataset: The dataset (items, users, KG).
+        split: The split; only ``split.train`` interactions become edges.
+        text_features: Optional node features per node type, shape ``(num_nodes, dim)``
+            with rows in ``vocabs[node_type]`` order (see :mod:`kgrec.text`); stored as ``x``.
+        vocabs: Vocabularies to use; default :func:`build_vocabs` of ``dataset``.
+        feature_dtype: Store ``x`` in this dtype (e.g. ``torch.float16`` for large graphs).
+
+    Returns:
+        A :class:`GraphData` whose ``data.validate()`` passes. Cold items are nodes with
+        their tag and KG edges and no interaction edge.
+    """
+    vocabs = dict(vocabs) if vocabs is not None else build_vocabs(dataset)
+    data = HeteroData()
+    for nt, vocab in vocabs.items():
+        data[nt].num_nodes = len(vocab)
+
+    graph = GraphData(data, vocabs, dataset_name=dataset.name)
+    u, i = split_to_index(graph, split.train)
+    _add(data, INTERACTS, u.numpy(), i.numpy())
+
+    tag_vocab = vocabs["tag"]
+    if dataset.item_tag_columns:
+        item_idx, tag_raw = [], []
+        for col in dataset.item_tag_columns:
+            exploded = dataset.items[["item", col]].explode(col).dropna()
+            item_idx.append(exploded["item"].to_numpy(dtype=object))
+            tag_raw.append((col + "=" + exploded[col].astype(str)).to_numpy(dtype=object))
+        items = np.concatenate(item_idx)
+        _add(data, HAS_TAG, vocabs["item"].encode(items), tag_vocab.encode(np.concatenate(tag_raw)))
+    if dataset.users is not None and dataset.user_attribute_columns:
+        users, tags = [], []
+        for col in dataset.user_attribute_columns:
+            keep = dataset.users[col] != ""
+            users.append(dataset.users.loc[keep, "user"].to_numpy(dtype=object))
+            tags.append((col + "=" + dataset.users.loc[keep, col]).to_numpy(dtype=object))
+        _add(data, HAS_ATTRIBUTE, vocabs["user"].encode(np.concatenate(users)),
+             tag_vocab.encode(np.concatenate(tags)))
+
+    if dataset.kg is not None and len(dataset.kg):
+        relations = sorted(dataset.kg["relation"].unique())
+        graph.relations = list(relations)
+        rel_id = pd.Index(relations).get_indexer(dataset.kg["relation"])
+        entity_to_item = {}
+        if dataset.links is not None:
+            entity_to_item = dict(zip(dataset.links["entity"], dataset.links["item"]))
+        ends = {}
+        for end in ("head", "tail"):
+            raw = dataset.kg[end].to_numpy(dtype=object)
+            is_item = np.fromiter((e in entity_to_item for e in raw), bool, len(raw))
+            idx = np.empty(len(raw), dtype=np.int64)
+            if is_item.any():
+                idx[is_item] = vocabs["item"].encode([entity_to_item[e] for e in raw[is_item]])
+            if (~is_item).any():
+                idx[~is_item] = vocabs["entity"].encode(raw[~is_item])
+            ends[end] = (is_item, idx)
+        for src_t in ("item", "entity"):
+            for dst_t in ("item", "entity"):
+                mask = (ends["head"][0] == (src_t == "item")) & (ends["tail"][0] == (dst_t == "item"))
+                if not mask.any():
+                    continue
+                _add(data, (src_t, "kg", dst_t), ends["head"][1][mask], ends["tail"][1][mask],
+                     edge_type=torch.from_numpy(rel_id[mask].astype(np.int64)))
+
+    if text_features:
+        for nt, x in text_features.items():
+            if nt not in vocabs:
+                raise DataError(f"text_features has node type {nt!r}; the graph has {sorted(vocabs)}.")
+            if x.dim() != 2 or x.size(0) != len(vocabs[nt]):
+                raise DataError(
+                    f"text_features[{nt!r}] must have shape ({len(vocabs[nt])}, dim); got {tuple(x.shape)}."
+                )
+            data[nt].x = x.to(feature_dtype) if feature_dtype is not None else x
+    data.validate(raise_on_error=True)
+    return graph

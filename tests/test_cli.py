@@ -1,0 +1,27 @@
+"""The kgrec command line: one clear line on bad input, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from kgrec.cli import main
+
+
+def test_info_prints_dataset_split_and_graph(capsys):
+    assert main(["info", "--data", "synthetic", "--split", "cold_item"]) == 0
+    out = capsys.readouterr().out
+    assert "Dataset 'synthetic'" in out and "Split[cold_item" in out and "user-interacts-item" in out
+
+
+def test_bad_dataset_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "info", "--data", str(tmp_path / "nope")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("kgrec: error: Unknown dataset")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'; known commands: info" in capsys.readouterr().err
