@@ -35,8 +35,28 @@ def _info(argv: Sequence[str]) -> int:
     return 0
 
 
+def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        from kgrec.lightning.cli import run_cli
+
+        try:
+            run_cli([subcommand, *argv])
+        except Exception as err:  # Lightning's own misconfiguration errors read well on one line
+            if type(err).__name__ in ("MisconfigurationException",) or isinstance(err, (RuntimeError, ValueError)) \
+                    and "accelerator" in str(err).lower():
+                raise KGRecError(str(err).splitlines()[0]) from None
+            raise
+        return 0
+
+    run.__doc__ = f"kgrec {subcommand}: LightningCLI (see kgrec {subcommand} --help)."
+    return run
+
+
 #: Subcommand name -> handler taking the remaining arguments.
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"info": _info}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "info": _info,
+    **{name: _lightning(name) for name in ("fit", "validate", "test", "predict")},
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

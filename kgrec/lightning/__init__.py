@@ -1,0 +1,6 @@
+"""Lightning integration: data module, training module and the ``kgrec`` LightningCLI."""
+
+from kgrec.lightning.datamodule import KGRecDataModule
+from kgrec.lightning.module import EmbeddingScorer, KGRecModule
+
+__all__ = ["EmbeddingScorer", "KGRecDataModule", "KGRecModule"]

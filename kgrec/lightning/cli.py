@@ -1,0 +1,50 @@
+"""``kgrec fit|validate|test|predict``: LightningCLI over KGRecModule and KGRecDataModule."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from kgrec.lightning.datamodule import KGRecDataModule
+from kgrec.lightning.module import KGRecModule
+
+__all__ = ["KGRecCLI", "run_cli"]
+
+
+class KGRecCLI(LightningCLI):
+    """LightningCLI with kgrec's links and defaults.
+
+    ``data.graph_info`` (node counts, text widths, edge types, KG relations) is linked
+    into ``model.graph_info``; early stopping and checkpointing watch ``val/ndcg@20``
+    (configurable under ``early_stopping`` / ``checkpoint``); the resolved config is
+    saved beside the checkpoints by LightningCLI's ``SaveConfigCallback``.
+    """
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.graph_info", "model.graph_info", apply_on="instantiate")
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/ndcg@20", "early_stopping.mode": "max",
+                             "early_stopping.patience": 5})
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/ndcg@20", "checkpoint.mode": "max",
+                             "checkpoint.save_top_k": 1, "checkpoint.filename": "best",
+                             "checkpoint.save_last": True})
+
+    def before_fit(self) -> None:
+        self.model.check_fanouts(self.datamodule)
+
+
+def run_cli(args: Sequence[str]) -> KGRecCLI:
+    """Run the Lightning CLI on ``args`` (e.g. ``["fit", "--config", "configs/quickstart.yaml"]``)."""
+    return KGRecCLI(
+        KGRecModule,
+        KGRecDataModule,
+        args=list(args),
+        seed_everything_default=2026,
+        trainer_defaults={"max_epochs": 100, "check_val_every_n_epoch": 1, "log_every_n_steps": 10,
+                          "num_sanity_val_steps": 0, "default_root_dir": "runs"},
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "kgrec", "description": "Train and evaluate kgrec models."},
+    )

@@ -1,0 +1,223 @@
+"""``KGRecDataModule``: dataset -> split -> text features -> graph -> loaders."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from kgrec.data import load_dataset
+from kgrec.errors import ConfigError, DataError
+from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, split_to_index
+from kgrec.split import Split, split_dataset
+from kgrec.text.base import BaseTextEncoder
+
+__all__ = ["KGRecDataModule"]
+
+log = logging.getLogger("kgrec")
+
+
+class KGRecDataModule(L.LightningDataModule):
+    """Loads a dataset, splits it first, encodes node text and builds the training graph.
+
+    Everything derived from the data (node counts, text widths, edge types, KG
+    relations) is exposed as :attr:`graph_info`, which the CLI links into the model
+    (``link_arguments("data.graph_info", "model.graph_info", apply_on="instantiate")``),
+    so nobody types a number the data already knows.
+
+    Args:
+        path: Built-in dataset name (``ml-100k``, ``ml-1m``, ``synthetic``) or a directory
+            of RecBole atomic files (a pre-split directory is used exactly as given).
+        split: Split strategy (``random``, ``temporal``, ``leave_one_out``, ``cold_item``,
+            ``presplit``); ``None``: ``presplit`` for pre-split data, else ``random``.
+        seed: Split seed.
+        ratios: Train / valid / test shares per user.
+        cold_fraction: Share of items held out by the ``cold_item`` split.
+        rating_threshold: Keep interactions rated at least this (``None``: all are positives).
+        encode_text: Encode node text as features (items, users, tags).
+        text_encoder: The text encoder (any :class:`kgrec.text.BaseTextEncoder`, given in a
+            config as ``class_path`` + ``init_args``); ``None``: :class:`kgrec.text.TextEncoder`
+            with the packaged all-MiniLM-L6-v2.
+        use_kg: Add the knowledge-graph edges (and entity nodes).
+        use_side_info: Add tag nodes (item tags and user attributes).
+        kg_min_degree: Drop KG entities (not linked to an item) with fewer KG edges than this.
+        sampling: ``full`` (the whole training graph each step) or ``neighbor``
+            (k-hop neighbourhoods from :class:`kgrec.sampler.HeteroNeighborSampler`).
+        num_neighbors: Fanout per hop for ``neighbor`` sampling; its length must equal the
+            model's ``num_layers``.
+        batch_size: Supervision edges per training step.
+        num_workers: DataLoader workers (0 keeps sampling in the main process).
+        cache_dir: Dataset and embedding cache root (``None``: ``$KGREC_CACHE_DIR``).
+
+    .. warning::
+        Only ``split.train`` reaches the graph, the text profiles and the negatives.
+    """
+
+    def __init__(
+        self,
+        path: str = "ml-100k",
+        split: Optional[Literal["random", "temporal", "leave_one_out", "cold_item", "presplit"]] = None,
+        seed: int = 2026,
+        ratios: Sequence[float] = (0.8, 0.1, 0.1),
+        cold_fraction: float = 0.2,
+        rating_threshold: Optional[float] = None,
+        encode_text: bool = True,
+        text_encoder: Optional[BaseTextEncoder] = None,
+        use_kg: bool = True,
+        use_side_info: bool = True,
+        kg_min_degree: int = 2,
+        sampling: Literal["full", "neighbor"] = "full",
+        num_neighbors: Sequence[int] = (10, 10),
+        batch_size: int = 2048,
+        num_workers: int = 0,
+        cache_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if sampling not in ("full", "neighbor"):
+            raise ConfigError(f"The 'sampling' parameter must be one of {{'full', 'neighbor'}}; got {sampling!r}.")
+        if batch_size <= 0:
+            raise ConfigError(f"The 'batch_size' parameter must be a positive integer; got {batch_size}.")
+        if any(int(n) == 0 or int(n) < -1 for n in num_neighbors):
+            raise ConfigError(f"num_neighbors must be positive (or -1 for all); got {list(num_neighbors)}.")
+        self.save_hyperparameters(ignore=["text_encoder"])
+        self.path = path
+        self.split_strategy = split
+        self.seed = seed
+        self.ratios = tuple(ratios)
+        self.cold_fraction = cold_fraction
+        self.rating_threshold = rating_threshold
+        self.encode_text = encode_text
+        self.text_encoder = text_encoder
+        self.use_kg = use_kg
+        self.use_side_info = use_side_info
+        self.kg_min_degree = kg_min_degree
+        self.sampling = sampling
+        self.num_neighbors = [int(n) for n in num_neighbors]
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.dataset = None
+        self.split: Split | None = None
+        self.graph: GraphData | None = None
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_graph(cls, graph: GraphData, split: Split, **kwargs) -> "KGRecDataModule":
+        """A data module over an already built graph and split (used by :class:`kgrec.models.KGRec`)."""
+        dm = cls(path=graph.dataset_name or "in-memory", **kwargs)
+        dm.split, dm.graph = split, graph
+        return dm
+
+    def _check_path(self) -> None:
+        from kgrec.data import BUILTIN_DATASETS
+
+        if self.path not in BUILTIN_DATASETS and not Path(self.path).expanduser().is_dir():
+            raise DataError(
+                f"data.path {self.path!r} is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) "
+                "nor an existing directory of RecBole atomic files."
+            )
+
+    def prepare_data(self) -> None:
+        """Fetch the dataset into the cache (first use only)."""
+        if self.graph is None:
+            self._check_path()
+            load_dataset(self.path, cache_dir=self.cache_dir)
+
+    def _build(self) -> None:
+        if self.graph is not None:
+            return
+        self._check_path()
+        dataset = load_dataset(self.path, cache_dir=self.cache_dir)
+        if not self.use_kg:
+            from dataclasses import replace
+
+            dataset = replace(dataset, kg=None, links=None)
+        elif dataset.kg is not None and self.kg_min_degree > 1:
+            dataset = _prune_kg(dataset, self.kg_min_degree)
+        if not self.use_side_info:
+            from dataclasses import replace
+
+            dataset = replace(dataset, item_tag_columns=(), user_attribute_columns=())
+        split = split_dataset(dataset, self.split_strategy, ratios=self.ratios, seed=self.seed,
+                              cold_fraction=self.cold_fraction, rating_threshold=self.rating_threshold)
+        vocabs = build_vocabs(dataset)
+        features = None
+        if self.encode_text:
+            from kgrec.text import TextEncoder, encode_node_texts
+
+            encoder = self.text_encoder if self.text_encoder is not None else TextEncoder()
+            cache = None if self.cache_dir is None else Path(self.cache_dir) / "text"
+            features = encode_node_texts(dataset, split, vocabs, encoder, cache_dir=cache)
+            features = {nt: x for nt, x in features.items() if x is not None}
+        self.dataset, self.split = dataset, split
+        self.graph = build_graph(dataset, split, text_features=features, vocabs=vocabs)
+        log.info("%s\n%s\n%s", dataset.summary(), split.summary(), self.graph.summary())
+
+    def setup(self, stage: str | None = None) -> None:
+        self._build()
+
+    @property
+    def graph_info(self) -> dict:
+        """What the model must know about the data: node counts, text widths, edge types, relations."""
+        self._build()
+        data = self.graph.data
+        return {
+            "num_nodes": {nt: int(data[nt].num_nodes) for nt in data.node_types},
+            "text_dims": {nt: int(data[nt].x.size(-1)) for nt in data.node_types if "x" in data[nt]},
+            "edge_types": [list(et) for et in data.edge_types],
+            "num_kg_relations": len(self.graph.relations),
+            "dataset": self.graph.dataset_name,
+        }
+
+    # ------------------------------------------------------------ loaders
+    def train_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """TRAIN (user, item) index pairs, each ``(num_train,)``."""
+        return split_to_index(self.graph, self.split.train)
+
+    def train_dataloader(self):
+        self._build()
+        if self.sampling == "full":
+            users, items = self.train_edges()
+            return DataLoader(TensorDataset(users, items), batch_size=self.batch_size, shuffle=True,
+                              num_workers=self.num_workers, drop_last=len(users) > self.batch_size)
+        from torch_geometric.loader import LinkLoader
+
+        from kgrec.sampler import HeteroNeighborSampler
+
+        sampler = HeteroNeighborSampler(self.graph.data, num_neighbors=self.num_neighbors)
+        return LinkLoader(self.graph.data, sampler, edge_label_index=(INTERACTS, None),
+                          batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                          drop_last=True)
+
+    def _one_step(self):
+        # Evaluation ranks every item for every user in one step (kgrec.eval); the loader
+        # only tells Lightning to run that step once per validation / test.
+        return DataLoader(TensorDataset(torch.zeros(1)), batch_size=1)
+
+    def val_dataloader(self):
+        return self._one_step()
+
+    def test_dataloader(self):
+        return self._one_step()
+
+    def predict_dataloader(self):
+        return self._one_step()
+
+
+def _prune_kg(dataset, min_degree: int):
+    """Drop KG triples whose non-item end is an entity with fewer than ``min_degree`` edges."""
+    import pandas as pd
+    from dataclasses import replace
+
+    kg = dataset.kg
+    linked = set(dataset.links["entity"]) if dataset.links is not None else set()
+    deg = pd.concat([kg["head"], kg["tail"]]).value_counts()
+    keep_entity = lambda e: e in linked or deg.get(e, 0) >= min_degree  # noqa: E731
+    mask = kg["head"].map(keep_entity) & kg["tail"].map(keep_entity)
+    report = dict(dataset.report)
+    report["kg_rows_pruned"] = int((~mask).sum())
+    return replace(dataset, kg=kg.loc[mask].reset_index(drop=True), report=report)

@@ -1,0 +1,287 @@
+"""``KGRecModule``: one training step of the kgrec model; Lightning owns the loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from kgrec.errors import ConfigError
+from kgrec.graph import INTERACTS
+from kgrec.nn import KGRecModel, alignment_loss, bpr_loss, sampled_softmax_loss
+
+__all__ = ["KGRecModule", "EmbeddingScorer"]
+
+
+class EmbeddingScorer:
+    """Scores users against all items from precomputed embeddings (what :func:`kgrec.eval.evaluate` calls).
+
+    Args:
+        user: ``(num_users, d)`` user embeddings.
+        item: ``(num_items, d)`` item embeddings.
+        cosine: Score by cosine instead of dot product.
+    """
+
+    is_fitted = True
+
+    def __init__(self, user: Tensor, item: Tensor, cosine: bool = False) -> None:
+        if cosine:
+            user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
+        self.user, self.item = user, item
+
+    @property
+    def score_device(self) -> torch.device:
+        return self.user.device
+
+    def score(self, users: Tensor) -> Tensor:
+        return self.user[users.to(self.user.device)] @ self.item.t()
+
+
+class KGRecModule(L.LightningModule):
+    """Trains :class:`~kgrec.nn.KGRecModel` for link prediction; validates by full ranking.
+
+    Each step takes a batch of TRAIN (user, item) edges — with the whole training graph
+    (``sampling="full"``) or a sampled k-hop subgraph around them (``"neighbor"``) —
+    and minimises a ranking loss plus ``align_weight`` times the text–graph alignment
+    loss. Validation and test run :func:`kgrec.eval.evaluate` (the protocol every
+    baseline is scored by) on full-graph embeddings and log ``val/ndcg@20`` etc.
+
+    Args:
+        graph_info: Derived from the data (linked from ``data.graph_info`` by the CLI):
+            ``num_nodes``, ``text_dims``, ``edge_types``, ``num_kg_relations``.
+        hidden_channels: Embedding width.
+        num_layers: Message-passing layers.
+        use_id_embeddings: Learn id embeddings for users, items and tags.
+        use_text: Use text features as node inputs.
+        score: ``dot`` or ``cosine`` scores.
+        loss: ``softmax`` (sampled softmax / InfoNCE over in-batch and sampled negatives)
+            or ``bpr``.
+        temperature: Softmax temperature of the ranking loss.
+        num_negatives: Uniformly sampled negative items shared by a batch (softmax), or
+            one per positive (bpr).
+        in_batch_negatives: Softmax loss also uses the batch's other positives as
+            negatives (popularity-biased; see :func:`kgrec.nn.sampled_softmax_loss`).
+        align_weight: Weight of the text–graph alignment loss (0 disables it).
+        align_temperature: Temperature of the alignment loss.
+        lr: Adam learning rate.
+        weight_decay: L2 penalty on the batch's input embeddings.
+        dropout: Dropout on input embeddings.
+        eval_ks: Cut-offs logged at validation / test.
+    """
+
+    def __init__(
+        self,
+        graph_info: dict[str, Any],
+        hidden_channels: int = 64,
+        num_layers: int = 2,
+        use_id_embeddings: bool = True,
+        use_text: bool = True,
+        score: Literal["dot", "cosine"] = "cosine",
+        loss: Literal["softmax", "bpr"] = "softmax",
+        temperature: float = 0.1,
+        num_negatives: int = 1024,
+        in_batch_negatives: bool = False,
+        align_weight: float = 0.1,
+        align_temperature: float = 0.2,
+        lr: float = 5e-3,
+        weight_decay: float = 0.0,
+        dropout: float = 0.0,
+        eval_ks: tuple[int, ...] = (10, 20, 50),
+    ) -> None:
+        super().__init__()
+        if loss not in ("softmax", "bpr"):
+            raise ConfigError(f"The 'loss' parameter must be one of {{'softmax', 'bpr'}}; got {loss!r}.")
+        if temperature <= 0 or align_temperature <= 0:
+            raise ConfigError(f"temperatures must be > 0; got {temperature} and {align_temperature}.")
+        if num_negatives <= 0:
+            raise ConfigError(f"The 'num_negatives' parameter must be a positive integer; got {num_negatives}.")
+        if align_weight < 0:
+            raise ConfigError(f"The 'align_weight' parameter must be >= 0; got {align_weight}.")
+        missing = {"num_nodes", "text_dims", "edge_types", "num_kg_relations"} - set(graph_info)
+        if missing:
+            raise ConfigError(f"graph_info lacks {sorted(missing)}; it is derived from the data module.")
+        self.save_hyperparameters()
+        use_text = use_text and bool(graph_info["text_dims"])
+        self.model = KGRecModel(
+            num_nodes=dict(graph_info["num_nodes"]),
+            text_dims=dict(graph_info["text_dims"]),
+            edge_types=[tuple(et) for et in graph_info["edge_types"]],
+            num_kg_relations=int(graph_info["num_kg_relations"]),
+            hidden_channels=hidden_channels,
+            num_layers=num_layers,
+            use_id_embeddings=use_id_embeddings,
+            use_text=use_text,
+            score=score,
+            dropout=dropout,
+        )
+        self.align = align_weight > 0 and use_text
+        self._full: HeteroData | None = None
+        self._flat = None
+        self.last_eval: dict[str, dict] = {}
+
+    # ---------------------------------------------------------------- graph
+    def _datamodule(self):
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or getattr(dm, "graph", None) is None:
+            raise ConfigError("KGRecModule needs a KGRecDataModule (trainer.fit(module, datamodule=...)).")
+        return dm
+
+    def check_graph(self, graph_info: dict) -> None:
+        """Refuse a graph whose shape differs from the one this module was built for."""
+        mine = self.hparams.graph_info
+        for key in ("num_nodes", "text_dims", "edge_types", "num_kg_relations"):
+            if _canon(mine.get(key)) != _canon(graph_info.get(key)):
+                raise ConfigError(
+                    f"this model was trained on a different graph: {key} was {mine.get(key)!r}, "
+                    f"the data gives {graph_info.get(key)!r}. Use the same data settings as at training."
+                )
+
+    def full_graph(self) -> tuple[HeteroData, Any]:
+        """The training graph on this module's device and its flattened propagation layout."""
+        if self._full is None or self._full_device != self.device:
+            dm = self._datamodule()
+            self._full = dm.graph.data.to(self.device)
+            self._flat = self.model.flatten(self._full)
+            self._full_device = self.device
+        return self._full, self._flat
+
+    def check_fanouts(self, datamodule) -> None:
+        """Neighbour sampling needs one fanout per message-passing layer."""
+        if getattr(datamodule, "sampling", "full") == "neighbor":
+            fanouts = list(datamodule.num_neighbors)
+            if len(fanouts) != self.hparams.num_layers:
+                raise ConfigError(
+                    f"data.num_neighbors has {len(fanouts)} hop(s) {fanouts} but model.num_layers is "
+                    f"{self.hparams.num_layers}; give one fanout per layer."
+                )
+
+    def on_fit_start(self) -> None:
+        dm = self._datamodule()
+        self.check_graph(dm.graph_info)
+        self.check_fanouts(dm)
+        users, items = dm.train_edges()
+        self.model.set_id_mask("user", torch.bincount(users, minlength=dm.graph.num_users) > 0)
+        self.model.set_id_mask("item", torch.bincount(items, minlength=dm.graph.num_items) > 0)
+        self._full = None
+
+    # ---------------------------------------------------------------- steps
+    def forward(self, data: HeteroData, flat=None) -> dict[str, Tensor]:
+        return self.model(data, flat)
+
+    def _ranking_loss(self, out: dict[str, Tensor], users: Tensor, items: Tensor) -> Tensor:
+        hp = self.hparams
+        u, i = out["user"][users], out["item"][items]
+        num_items = out["item"].size(0)
+        if hp.loss == "bpr":
+            neg = torch.randint(0, num_items, (len(items),), device=items.device)
+            return bpr_loss(self.model.score(u, i), self.model.score(u, out["item"][neg]))
+        neg = torch.randint(0, num_items, (hp.num_negatives,), device=items.device)
+        n = out["item"][neg]
+        if hp.score == "cosine":
+            u, i, n = F.normalize(u, dim=-1), F.normalize(i, dim=-1), F.normalize(n, dim=-1)
+        return sampled_softmax_loss(u, i, n, hp.temperature, items, neg, in_batch=hp.in_batch_negatives)
+
+    def _alignment(self, data: HeteroData, out: dict[str, Tensor], ids: dict[str, Tensor]) -> Tensor:
+        losses = []
+        for nt, idx in ids.items():
+            if nt not in self.model.text_proj or "x" not in data[nt]:
+                continue
+            idx = torch.unique(idx)
+            text = self.model.project_text(nt, data[nt].x[idx])
+            losses.append(alignment_loss(out[nt][idx], text, self.hparams.align_temperature))
+        return torch.stack(losses).mean() if losses else out["user"].new_zeros(())
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        if isinstance(batch, HeteroData):  # sampled k-hop subgraph around the seed edges
+            data, flat = batch, None
+            label_index = batch[INTERACTS].edge_label_index
+            users, items = label_index[0], label_index[1]
+        else:
+            data, flat = self.full_graph()
+            users, items = batch
+        out = self.model(data, flat)
+        loss = rank = self._ranking_loss(out, users, items)
+        self.log("train/rank_loss", rank, prog_bar=False, batch_size=len(users))
+        if self.align:
+            align = self._alignment(data, out, {"user": users, "item": items})
+            loss = loss + self.hparams.align_weight * align
+            self.log("train/align_loss", align, batch_size=len(users))
+        if self.hparams.weight_decay:
+            h0 = self.model.input_embeddings(data)
+            reg = (h0["user"][users].pow(2).sum() + h0["item"][items].pow(2).sum()) / len(users)
+            loss = loss + self.hparams.weight_decay * reg
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
+        return loss
+
+    @torch.no_grad()
+    def embeddings(self) -> dict[str, Tensor]:
+        """Full-graph embeddings of every node type (eval mode)."""
+        was_training = self.training
+        self.eval()
+        data, flat = self.full_graph()
+        out = self.model(data, flat)
+        self.train(was_training)
+        return out
+
+    def _evaluate(self, on: str) -> dict[str, float]:
+        from kgrec.eval import evaluate
+
+        dm = self._datamodule()
+        out = self.embeddings()
+        scorer = EmbeddingScorer(out["user"], out["item"], cosine=self.hparams.score == "cosine")
+        result = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks)
+        metrics = dict(result.metrics)
+        self.last_eval[on] = metrics
+        if on == "test" and dm.split.cold_items:
+            cold = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks, cold_only=True)
+            self.last_eval["cold"] = dict(cold.metrics)
+            metrics.update({f"cold_{k}": v for k, v in cold.metrics.items()})
+        stage = "val" if on == "valid" else "test"
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", float(value), prog_bar=name == "ndcg@20", batch_size=1)
+        return metrics
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate("valid")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        metrics = self._evaluate("test")
+        log_dir = self.trainer.log_dir if self._trainer is not None else None
+        if log_dir and self.trainer.is_global_zero:
+            _write_json(Path(log_dir) / "test_metrics.json", {k: float(v) for k, v in metrics.items()})
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        return {k: v.cpu() for k, v in self.embeddings().items()}
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["kgrec_graph_info"] = dict(self.hparams.graph_info)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._full = None
+
+
+def _canon(value):
+    if isinstance(value, dict):
+        return {str(k): _canon(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,169 @@
+"""``KGRec``: the kgrec GNN under the recommender contract (benchmarks, conformance suite)."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from kgrec.base import BaseRecommender
+from kgrec.errors import ConfigError
+
+__all__ = ["KGRec"]
+
+
+def _restrict(graph, use_kg: bool, use_side_info: bool):
+    """A shallow copy of ``graph`` without KG and/or tag edges (the caller's graph is untouched)."""
+    if use_kg and use_side_info:
+        return graph
+    data = copy.copy(graph.data)
+    data = data.edge_type_subgraph([
+        et for et in graph.data.edge_types
+        if (use_kg or et[1] not in ("kg", "rev_kg")) and (use_side_info or "tag" not in (et[0], et[2]))
+    ])
+    for nt in list(data.node_types):
+        if (nt == "entity" and not use_kg) or (nt == "tag" and not use_side_info):
+            del data[nt]
+    out = copy.copy(graph)
+    out.data = data
+    if not use_kg:
+        out.relations = []
+    return out
+
+
+class KGRec(BaseRecommender):
+    """The text-aligned heterogeneous GNN, trained by Lightning, behind :class:`~kgrec.base.BaseRecommender`.
+
+    ``fit`` trains :class:`~kgrec.lightning.KGRecModule` on ``split.train`` with early
+    stopping on valid NDCG@20, restores the best epoch and keeps the full-graph user and
+    item embeddings; ``score`` is their dot product (or cosine). Text features come from
+    the graph (``graph.data[nt].x``, built with :mod:`kgrec.text`).
+
+    Args:
+        hidden_channels: Embedding width.
+        num_layers: Message-passing layers.
+        use_text: Use text features (``False``: the ``kgrec-notext`` ablation).
+        use_kg: Use KG edges (``False``: ``kgrec-nokg``).
+        use_side_info: Use tag nodes (item tags, user attributes).
+        use_id_embeddings: Learn id embeddings.
+        align_weight: Text–graph alignment loss weight (0: ``kgrec-noalign``).
+        score_fn: ``dot`` or ``cosine`` scores.
+        in_batch_negatives: Also use in-batch positives as negatives (softmax loss).
+        loss: ``softmax`` or ``bpr``.
+        temperature: Ranking-loss temperature.
+        num_negatives: Sampled negatives per batch.
+        lr: Adam learning rate.
+        batch_size: Supervision edges per step.
+        max_epochs: Epoch cap.
+        patience: Early-stopping patience (validations without improvement).
+        sampling: ``full`` or ``neighbor``.
+        device: ``cpu`` or ``cuda``.
+        seed: Random seed.
+    """
+
+    uses_text_features = True
+    benchmark_variants = {
+        "kgrec-notext": {"use_text": False},
+        "kgrec-nokg": {"use_kg": False},
+        "kgrec-noalign": {"align_weight": 0.0},
+        "kgrec-idonly": {"use_text": False, "use_kg": False, "use_side_info": False},
+    }
+
+    def __init__(
+        self,
+        hidden_channels: int = 64,
+        num_layers: int = 2,
+        use_text: bool = True,
+        use_kg: bool = True,
+        use_side_info: bool = True,
+        use_id_embeddings: bool = True,
+        align_weight: float = 0.1,
+        score_fn: Literal["dot", "cosine"] = "cosine",
+        in_batch_negatives: bool = False,
+        loss: Literal["softmax", "bpr"] = "softmax",
+        temperature: float = 0.1,
+        num_negatives: int = 1024,
+        lr: float = 5e-3,
+        batch_size: int = 2048,
+        max_epochs: int = 100,
+        patience: int = 5,
+        sampling: Literal["full", "neighbor"] = "full",
+        device: str | None = None,
+        seed: int = 2026,
+    ) -> None:
+        self.hidden_channels = hidden_channels
+        self.num_layers = num_layers
+        self.use_text = use_text
+        self.use_kg = use_kg
+        self.use_side_info = use_side_info
+        self.use_id_embeddings = use_id_embeddings
+        self.align_weight = align_weight
+        self.score_fn = score_fn
+        self.in_batch_negatives = in_batch_negatives
+        self.loss = loss
+        self.temperature = temperature
+        self.num_negatives = num_negatives
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.sampling = sampling
+        self.device = device
+        self.seed = seed
+
+    def _fit(self, split, graph) -> None:
+        import lightning as L
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+        from kgrec.lightning import KGRecDataModule, KGRecModule
+
+        if self.max_epochs <= 0 or self.patience <= 0:
+            raise ConfigError(f"max_epochs and patience must be positive; got {self.max_epochs}, {self.patience}.")
+        L.seed_everything(self.seed, verbose=False)
+        sub = _restrict(graph, self.use_kg, self.use_side_info)
+        dm = KGRecDataModule.from_graph(sub, split, batch_size=self.batch_size, sampling=self.sampling,
+                                        num_neighbors=[10] * self.num_layers)
+        module = KGRecModule(
+            dm.graph_info, hidden_channels=self.hidden_channels, num_layers=self.num_layers,
+            use_id_embeddings=self.use_id_embeddings, use_text=self.use_text, score=self.score_fn,
+            in_batch_negatives=self.in_batch_negatives,
+            loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
+            align_weight=self.align_weight, lr=self.lr,
+        )
+        with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
+            checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)
+            trainer = L.Trainer(
+                max_epochs=self.max_epochs, accelerator="gpu" if str(self.device_).startswith("cuda") else "cpu",
+                devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                num_sanity_val_steps=0, default_root_dir=tmp,
+                callbacks=[EarlyStopping("val/ndcg@20", mode="max", patience=self.patience), checkpoint],
+            )
+            trainer.fit(module, dm)
+            if checkpoint.best_model_path:
+                state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+                module.load_state_dict(state)
+        module.to(self.device_)
+        module._full = None
+        module._trainer = None
+        module.trainer_datamodule = dm
+        out = _embeddings(module, dm)
+        self.epochs_ = int(trainer.current_epoch)
+        self.user_embeddings_ = out["user"].detach()
+        self.item_embeddings_ = out["item"].detach()
+
+    def _score(self, users: torch.Tensor) -> torch.Tensor:
+        u = self.user_embeddings_.to(self.score_device)[users]
+        i = self.item_embeddings_.to(self.score_device)
+        if self.score_fn == "cosine":
+            u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
+        return u @ i.t()
+
+
+@torch.no_grad()
+def _embeddings(module, dm) -> dict[str, torch.Tensor]:
+    module.eval()
+    data = dm.graph.data.to(module.device)
+    return module.model(data, module.model.flatten(data))

@@ -1,0 +1,84 @@
+"""Ranking and alignment losses of the kgrec model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["bpr_loss", "sampled_softmax_loss", "alignment_loss"]
+
+
+def bpr_loss(pos: Tensor, neg: Tensor) -> Tensor:
+    r"""Bayesian personalised ranking: :math:`-\log\sigma(s^+ - s^-)`, averaged.
+
+    Args:
+        pos: ``(B,)`` positive scores.
+        neg: ``(B,)`` or ``(B, K)`` negative scores (each row's negatives vs its positive).
+    """
+    if neg.dim() == 2:
+        pos = pos.unsqueeze(-1)
+    return -F.logsigmoid(pos - neg).mean()
+
+
+def sampled_softmax_loss(user: Tensor, pos_item: Tensor, neg_item: Tensor | None, temperature: float,
+                         pos_ids: Tensor | None = None, neg_ids: Tensor | None = None,
+                         in_batch: bool = True) -> Tensor:
+    r"""InfoNCE over sampled (and optionally in-batch) negatives.
+
+    Row :math:`b` scores its user against its positive, every shared sampled negative
+    and — with ``in_batch`` — the other rows' positives; the target is its own
+    positive. Candidates that are the same item as the row's positive (duplicates in
+    the batch, or a sampled negative that happens to be it) are masked out, so an item
+    is never its own negative.
+
+    .. warning::
+        In-batch negatives are drawn in proportion to popularity; without a log-Q
+        correction they push popular items down, which hurts on popularity-heavy data
+        such as MovieLens. Uniform sampled negatives (``in_batch=False``) do not.
+
+    Args:
+        user: ``(B, d)`` user embeddings.
+        pos_item: ``(B, d)`` embeddings of each row's positive item.
+        neg_item: ``(N, d)`` embeddings of shared sampled negatives, or ``None``.
+        temperature: Softmax temperature :math:`\tau > 0`.
+        pos_ids: ``(B,)`` item ids of the positives (for masking duplicates).
+        neg_ids: ``(N,)`` item ids of the negatives.
+        in_batch: Also use the other rows' positives as negatives.
+    """
+    if not in_batch:
+        if neg_item is None:
+            raise ValueError("sampled_softmax_loss(in_batch=False) needs sampled negatives.")
+        pos = (user * pos_item).sum(-1, keepdim=True)
+        neg = user @ neg_item.t()
+        if pos_ids is not None and neg_ids is not None:
+            neg = neg.masked_fill(pos_ids.view(-1, 1) == neg_ids.view(1, -1), float("-inf"))
+        logits = torch.cat([pos, neg], 1) / temperature
+        return F.cross_entropy(logits, torch.zeros(user.size(0), dtype=torch.long, device=user.device))
+    candidates = pos_item if neg_item is None else torch.cat([pos_item, neg_item], 0)
+    logits = user @ candidates.t() / temperature
+    if pos_ids is not None:
+        cand_ids = pos_ids if neg_ids is None or neg_item is None else torch.cat([pos_ids, neg_ids])
+        same = pos_ids.view(-1, 1) == cand_ids.view(1, -1)
+        same[torch.arange(len(pos_ids), device=same.device), torch.arange(len(pos_ids), device=same.device)] = False
+        logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(user.size(0), device=user.device)
+    return F.cross_entropy(logits, target)
+
+
+def alignment_loss(graph: Tensor, text: Tensor, temperature: float) -> Tensor:
+    r"""Symmetric InfoNCE between nodes' graph embeddings and their own text embeddings.
+
+    Pulls :math:`\mathbf{g}_v` toward :math:`\mathbf{t}_v` and away from the text of the
+    other nodes in the batch (and vice versa), on the unit sphere.
+
+    Args:
+        graph: ``(B, d)`` graph embeddings.
+        text: ``(B, d)`` projected text embeddings of the same nodes, same order.
+        temperature: :math:`\tau > 0`.
+    """
+    g = F.normalize(graph, dim=-1)
+    t = F.normalize(text, dim=-1)
+    logits = g @ t.t() / temperature
+    target = torch.arange(g.size(0), device=g.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))

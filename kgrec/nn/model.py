@@ -1,0 +1,163 @@
+"""The kgrec model: text-aligned heterogeneous light GNN (plain ``torch.nn`` + PyG)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+
+from kgrec.errors import ConfigError
+from kgrec.nn.conv import RelationalLightConv
+from kgrec.nn.flatten import FlatGraph, flatten_graph, relation_layout
+
+__all__ = ["KGRecModel"]
+
+EdgeType = tuple[str, str, str]
+
+
+class KGRecModel(nn.Module):
+    r"""Text-aligned heterogeneous graph recommender.
+
+    Each node starts from :math:`\mathbf{h}^{(0)}_v = \mathbf{e}_v + P_{t(v)}\,\mathbf{x}_v`:
+    a learnable id embedding (where enabled) plus a projection of its text embedding
+    :math:`\mathbf{x}_v` (where the node type has text). Nodes without either — KG
+    entities in a text-only model — always get id embeddings. ``num_layers`` layers of
+    :class:`~kgrec.nn.RelationalLightConv` propagate over every edge type (user–item
+    train edges, tags, user attributes, KG relations); the output is the mean of all
+    layers, and a user–item score is the dot product (or cosine) of their outputs.
+
+    Users and items with no training interaction have no trained id embedding, so
+    theirs is masked to zero (``id_mask``): a cold item is placed by its text and its
+    tag/KG edges alone — this is what makes the model inductive.
+
+    Args:
+        num_nodes: Nodes per node type, e.g. ``{"user": 943, "item": 1682, ...}``.
+        text_dims: Text feature width per node type that has text (``{}`` for none).
+        edge_types: Edge types of the graph (``HeteroData.metadata()[1]``).
+        num_kg_relations: Number of KG relations (``GraphData.relations``).
+        hidden_channels: Embedding width :math:`d`.
+        num_layers: Propagation layers :math:`L`.
+        use_id_embeddings: Learn id embeddings for users and items (and tags).
+        use_text: Use text features as input (``False``: ids only).
+        score: ``"dot"`` or ``"cosine"``.
+        dropout: Dropout on the input embeddings during training.
+        init_std: Standard deviation of the id embeddings' normal initialisation.
+
+    Shapes:
+        :meth:`forward` returns ``{node_type: (num_nodes_in_data, hidden_channels)}``.
+    """
+
+    def __init__(
+        self,
+        num_nodes: dict[str, int],
+        text_dims: dict[str, int],
+        edge_types: list[EdgeType],
+        num_kg_relations: int = 0,
+        hidden_channels: int = 64,
+        num_layers: int = 2,
+        use_id_embeddings: bool = True,
+        use_text: bool = True,
+        score: Literal["dot", "cosine"] = "dot",
+        dropout: float = 0.0,
+        init_std: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if hidden_channels <= 0 or num_layers < 0:
+            raise ConfigError(
+                f"hidden_channels must be > 0 and num_layers >= 0; got {hidden_channels} and {num_layers}."
+            )
+        if score not in ("dot", "cosine"):
+            raise ConfigError(f"The 'score' parameter must be one of {{'dot', 'cosine'}}; got {score!r}.")
+        if not use_id_embeddings and not (use_text and {"user", "item"} <= set(text_dims)):
+            raise ConfigError("use_id_embeddings=False needs use_text=True and text for users and items.")
+        self.node_types = list(num_nodes)
+        self.edge_types = [tuple(et) for et in edge_types]
+        self.num_kg_relations = num_kg_relations
+        self.hidden_channels = hidden_channels
+        self.score_fn = score
+        self.use_text = use_text
+        self.dropout = dropout
+        self.text_proj = nn.ModuleDict()
+        if use_text:
+            for nt, dim in text_dims.items():
+                if nt in num_nodes:
+                    self.text_proj[nt] = nn.Linear(dim, hidden_channels)
+        self.id_emb = nn.ModuleDict()
+        for nt, n in num_nodes.items():
+            if use_id_embeddings or nt not in self.text_proj:
+                emb = nn.Embedding(n, hidden_channels)
+                nn.init.normal_(emb.weight, std=init_std)
+                self.id_emb[nt] = emb
+        num_rel, learnable = relation_layout(self.edge_types, num_kg_relations)
+        self.convs = nn.ModuleList(
+            RelationalLightConv(num_rel, learnable) for _ in range(num_layers)
+        )
+        # Nodes whose id embedding is trained (set by set_id_mask; default: all).
+        for nt in ("user", "item"):
+            if nt in num_nodes:
+                self.register_buffer(f"id_mask_{nt}", torch.ones(num_nodes[nt], dtype=torch.bool))
+
+    # ----------------------------------------------------------------- inputs
+    def set_id_mask(self, node_type: str, mask: Tensor) -> None:
+        """Mark which ``node_type`` nodes have a trained id embedding (``(num_nodes,)`` bool)."""
+        getattr(self, f"id_mask_{node_type}").copy_(mask.to(torch.bool))
+
+    def project_text(self, node_type: str, x: Tensor) -> Tensor:
+        """Text embeddings ``(N, text_dim)`` projected to ``(N, hidden_channels)``."""
+        return self.text_proj[node_type](x.float())
+
+    def input_embeddings(self, data: HeteroData) -> dict[str, Tensor]:
+        """:math:`\\mathbf{h}^{(0)}` per node type for the nodes of ``data`` (``n_id`` if sampled)."""
+        out = {}
+        for nt in self.node_types:
+            if nt not in data.node_types:
+                continue
+            store = data[nt]
+            n = int(store.num_nodes)
+            device = next(self.parameters()).device
+            n_id = store.n_id if "n_id" in store else torch.arange(n, device=device)
+            h = None
+            if nt in self.id_emb:
+                h = self.id_emb[nt](n_id)
+                if hasattr(self, f"id_mask_{nt}"):
+                    h = h * getattr(self, f"id_mask_{nt}")[n_id].unsqueeze(-1)
+            if nt in self.text_proj and "x" in store:
+                t = self.project_text(nt, store.x)
+                h = t if h is None else h + t
+            if h is None:
+                h = torch.zeros(n, self.hidden_channels, device=device)
+            out[nt] = F.dropout(h, self.dropout, self.training)
+        return out
+
+    def flatten(self, data: HeteroData) -> FlatGraph:
+        """Precompute the propagation graph of ``data`` (reuse it for a fixed full graph)."""
+        return flatten_graph(data, self.node_types, self.edge_types, self.num_kg_relations)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, data: HeteroData, flat: FlatGraph | None = None) -> dict[str, Tensor]:
+        """Final embeddings per node type of the nodes in ``data``."""
+        flat = flat if flat is not None else self.flatten(data)
+        h0 = self.input_embeddings(data)
+        h = torch.cat([h0.get(nt, torch.zeros(flat.sizes[nt], self.hidden_channels, device=flat.edge_index.device))
+                       for nt in self.node_types])
+        total = h
+        for conv in self.convs:
+            h = conv(h, flat)
+            total = total + h
+        out = total / (len(self.convs) + 1)
+        return {nt: flat.slice(out, nt) for nt in self.node_types if flat.sizes[nt] > 0}
+
+    def score(self, user: Tensor, item: Tensor) -> Tensor:
+        """Scores of aligned pairs: ``(B, d)`` × ``(B, d)`` -> ``(B,)``."""
+        if self.score_fn == "cosine":
+            user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
+        return (user * item).sum(-1)
+
+    def score_all(self, user: Tensor, items: Tensor) -> Tensor:
+        """Scores of every user against every item: ``(U, d)`` × ``(I, d)`` -> ``(U, I)``."""
+        if self.score_fn == "cosine":
+            user, items = F.normalize(user, dim=-1), F.normalize(items, dim=-1)
+        return user @ items.t()

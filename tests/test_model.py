@@ -1,0 +1,216 @@
+"""The kgrec model: layers, losses, Lightning training, the CLI and the recommender contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgrec.data import make_synthetic
+from kgrec.errors import ConfigError, DataError
+from kgrec.graph import build_graph, build_vocabs
+from kgrec.lightning import KGRecDataModule, KGRecModule
+from kgrec.models import KGRec
+from kgrec.nn import KGRecModel, alignment_loss, sampled_softmax_loss
+from kgrec.split import split_dataset
+from kgrec.testing import RecommenderChecks, synthetic_world
+from kgrec.text import HashingTextEncoder, encode_node_texts
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic.yaml"
+
+
+def text_world(strategy="random", seed=0):
+    dataset = make_synthetic(seed=seed)
+    split = split_dataset(dataset, strategy, seed=seed)
+    vocabs = build_vocabs(dataset)
+    x = encode_node_texts(dataset, split, vocabs, HashingTextEncoder(dim=32), use_cache=False)
+    return dataset, split, build_graph(dataset, split, text_features={k: v for k, v in x.items() if v is not None},
+                                       vocabs=vocabs)
+
+
+def make_module(graph, split, **kwargs):
+    dm = KGRecDataModule.from_graph(graph, split, batch_size=64)
+    args = dict(hidden_channels=16, num_layers=2, num_negatives=16, lr=0.01)
+    args.update(kwargs)
+    return dm, KGRecModule(dm.graph_info, **args)
+
+
+# ------------------------------------------------------------------ layers
+def test_propagation_equals_dense_normalised_adjacency(synthetic_graph):
+    data = synthetic_graph.data
+    model = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
+                       len(synthetic_graph.relations), hidden_channels=8, num_layers=1)
+    flat = model.flatten(data)
+    x = torch.randn(flat.num_nodes, 8, requires_grad=True)
+    with torch.no_grad():
+        model.convs[0].logit[model.convs[0].learnable] = 1.3  # non-trivial relation weights
+    out = model.convs[0](x, flat)
+    alpha = model.convs[0].relation_weights()[flat.rel]
+    dense = torch.zeros(flat.num_nodes, flat.num_nodes)
+    dense.index_put_((flat.edge_index[1], flat.edge_index[0]), flat.edge_weight * alpha, accumulate=True)
+    assert torch.allclose(out, dense @ x, atol=1e-5)
+    grad_sparse = torch.autograd.grad((out ** 2).sum(), [x, model.convs[0].logit])
+    ref = dense @ x
+    grad_dense_x = torch.autograd.grad((ref ** 2).sum(), x)[0]
+    assert torch.allclose(grad_sparse[0], grad_dense_x, atol=1e-4)
+    assert grad_sparse[1][model.convs[0].learnable].abs().sum() > 0  # KG relation weights learn
+    assert grad_sparse[1][~model.convs[0].learnable].abs().sum() == 0
+
+
+def test_edge_weights_average_over_edge_types(synthetic_graph):
+    data = synthetic_graph.data
+    model = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
+                       len(synthetic_graph.relations), hidden_channels=4, num_layers=1)
+    flat = model.flatten(data)
+    # a user reached only by its items and its attribute tags: weights from 2 edge types, each halved
+    user0 = flat.offsets["user"]
+    incoming = flat.edge_weight[flat.edge_index[1] == user0]
+    assert incoming.numel() > 0 and (incoming > 0).all()
+
+
+def test_losses_behave():
+    u = torch.nn.functional.normalize(torch.randn(8, 4), dim=-1)
+    good = sampled_softmax_loss(u, u, None, 0.1, torch.arange(8))
+    bad = sampled_softmax_loss(u, u.roll(1, 0), None, 0.1, torch.arange(8))
+    assert good < bad
+    # a duplicate positive is never its own negative
+    ids = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
+    loss = sampled_softmax_loss(u, u, None, 0.1, ids)
+    assert torch.isfinite(loss)
+    assert alignment_loss(u, u, 0.1) < alignment_loss(u, u.roll(1, 0), 0.1)
+
+
+def test_bad_model_arguments(synthetic_graph):
+    data = synthetic_graph.data
+    counts = {nt: data[nt].num_nodes for nt in data.node_types}
+    with pytest.raises(ConfigError, match="'score' parameter must be one of"):
+        KGRecModel(counts, {}, data.edge_types, 4, score="l2")
+    with pytest.raises(ConfigError, match="use_id_embeddings=False needs use_text=True"):
+        KGRecModel(counts, {}, data.edge_types, 4, use_id_embeddings=False)
+    dm = KGRecDataModule.from_graph(synthetic_graph, None)
+    with pytest.raises(ConfigError, match="'loss' parameter must be one of"):
+        KGRecModule(dm.graph_info, loss="hinge")
+    with pytest.raises(ConfigError, match="graph_info lacks"):
+        KGRecModule({"num_nodes": {}})
+
+
+# ---------------------------------------------------------------- training
+def fit(module, dm, epochs=3, **trainer_kwargs):
+    import lightning as L
+
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        **trainer_kwargs)
+    trainer.fit(module, dm)
+    return trainer
+
+
+def test_alignment_loss_decreases_and_cold_items_land_near_their_tags():
+    import lightning as L
+
+    L.seed_everything(0, verbose=False)
+    dataset, split, graph = text_world("cold_item")
+    dm, module = make_module(graph, split, align_weight=1.0)
+    with torch.no_grad():
+        data, flat = graph.data, module.model.flatten(graph.data)
+        out = module.model(data, flat)
+        before = module._alignment(data, out, {"item": torch.arange(graph.num_items)}).item()
+    fit(module, dm, epochs=15)
+    module._full = None
+    with torch.no_grad():
+        module.model.eval()
+        out = module.model(graph.data, module.model.flatten(graph.data))
+        after = module._alignment(graph.data, out, {"item": torch.arange(graph.num_items)}).item()
+    assert after < before
+    # a cold item is nearer (cosine) to warm items sharing its genre than to other warm items
+    items = torch.nn.functional.normalize(out["item"], dim=-1)
+    genre = {i: set(g) for i, g in zip(dataset.items["item"], dataset.items["genre"])}
+    vocab = graph.vocabs["item"]
+    wins = 0
+    cold = sorted(split.cold_items)
+    for c in cold:
+        ci = vocab.encode([c])[0]
+        same = [vocab.encode([w])[0] for w in vocab.ids if w not in split.cold_items and genre[w] & genre[c]]
+        other = [vocab.encode([w])[0] for w in vocab.ids if w not in split.cold_items and not genre[w] & genre[c]]
+        sims = items @ items[ci]
+        wins += sims[same].mean() > sims[other].mean()
+    assert wins >= 0.75 * len(cold)
+
+
+def test_fanouts_must_match_layers(synthetic_graph, synthetic_split):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling="neighbor", num_neighbors=[5, 5, 5])
+    module = KGRecModule(dm.graph_info, num_layers=2)
+    with pytest.raises(ConfigError, match=r"num_neighbors has 3 hop\(s\) \[5, 5, 5\] but model.num_layers is 2"):
+        module.check_fanouts(dm)
+
+
+def test_neighbor_sampled_training_runs(synthetic_graph, synthetic_split):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling="neighbor",
+                                    num_neighbors=[5, 5], batch_size=64)
+    module = KGRecModule(dm.graph_info, hidden_channels=8, num_negatives=8)
+    fit(module, dm, epochs=2)
+    assert "ndcg@20" in module.last_eval["valid"]
+
+
+def test_checkpoint_from_a_different_graph_is_refused(synthetic_graph, synthetic_split):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split)
+    module = KGRecModule(dm.graph_info)
+    other = make_synthetic(num_users=30, num_items=20, seed=1)
+    other_split = split_dataset(other, "random", seed=1)
+    dm_other = KGRecDataModule.from_graph(build_graph(other, other_split), other_split)
+    with pytest.raises(ConfigError, match="trained on a different graph: num_nodes"):
+        module.check_graph(dm_other.graph_info)
+
+
+def test_missing_dataset_path_is_named(tmp_path):
+    dm = KGRecDataModule(path=str(tmp_path / "absent"))
+    with pytest.raises(DataError, match="data.path .*absent.* is neither a built-in dataset"):
+        dm.prepare_data()
+
+
+# --------------------------------------------------------------------- CLI
+def test_cli_fit_then_test_round_trip(tmp_path, monkeypatch):
+    from kgrec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "2"]) == 0
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    assert main(["test", "--config", str(CONFIG), "--ckpt_path", str(run / "checkpoints" / "best.ckpt")]) == 0
+    metrics = json.loads(next((tmp_path / "runs").rglob("test_metrics.json")).read_text())
+    assert 0.0 <= metrics["ndcg@20"] <= 1.0 and metrics["recall@20"] > 0
+
+
+def test_cli_config_errors_are_clear(tmp_path, monkeypatch, capsys):
+    from kgrec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIG), "--model.hidden_size", "8"])
+    assert "hidden_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIG), "--model.num_layers", "two"])
+    assert "num_layers" in capsys.readouterr().err
+    assert main(["fit", "--config", str(CONFIG), "--data.path", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_requested_without_gpu_says_so(tmp_path, monkeypatch, capsys):
+    from kgrec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(CONFIG), "--trainer.accelerator", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "kgrec: error:" in err and ("GPU" in err or "gpu" in err or "CUDA" in err)
+
+
+# --------------------------------------------------------------- contract
+class TestKGRec(RecommenderChecks):
+    def make_recommender(self):
+        return KGRec(hidden_channels=8, num_layers=1, max_epochs=2, patience=1, num_negatives=8, batch_size=64)
+
+    def make_world(self):
+        return synthetic_world()
