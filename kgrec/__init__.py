@@ -4,20 +4,26 @@ from kgrec.data import Dataset, load_dataset, make_synthetic
 from kgrec.errors import ConfigError, DataError, KGRecError, UnknownIdError
 from kgrec.graph import GraphData, Vocab, build_graph, build_vocabs
 from kgrec.split import Split, split_dataset
+from kgrec.text import EmbeddingCache, HashingTextEncoder, TextEncoder, TextTemplates, encode_node_texts
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
     "DataError",
+    "EmbeddingCache",
+    "HashingTextEncoder",
     "Dataset",
     "GraphData",
     "KGRecError",
     "Split",
+    "TextEncoder",
+    "TextTemplates",
     "UnknownIdError",
     "Vocab",
     "build_graph",
     "build_vocabs",
+    "encode_node_texts",
     "load_dataset",
     "make_synthetic",
     "split_dataset",

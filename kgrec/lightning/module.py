@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,8 @@ from kgrec.graph import INTERACTS
 from kgrec.nn import KGRecModel, alignment_loss, bpr_loss, sampled_softmax_loss
 
 __all__ = ["KGRecModule", "EmbeddingScorer"]
+
+log = logging.getLogger("kgrec")
 
 
 class EmbeddingScorer:
@@ -245,8 +248,12 @@ class KGRecModule(L.LightningModule):
             self.last_eval["cold"] = dict(cold.metrics)
             metrics.update({f"cold_{k}": v for k, v in cold.metrics.items()})
         stage = "val" if on == "valid" else "test"
+        log.info("epoch %d %s: ndcg@20 %.4f recall@20 %.4f", self.current_epoch, on,
+                 metrics.get("ndcg@20", float("nan")), metrics.get("recall@20", float("nan")))
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", float(value), prog_bar=name == "ndcg@20", batch_size=1)
+            # every rank evaluates the same full ranking; sync_dist keeps DDP logging consistent
+            self.log(f"{stage}/{name}", float(value), prog_bar=name == "ndcg@20", batch_size=1,
+                     sync_dist=self._trainer is not None and self.trainer.world_size > 1)
         return metrics
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -114,7 +114,7 @@ class KGRec(BaseRecommender):
         self.device = device
         self.seed = seed
 
-    def _fit(self, split, graph) -> None:
+    def _fit(self, split, graph) -> None:  # noqa: C901
         import lightning as L
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
