@@ -1,0 +1,161 @@
+"""Markdown tables and PNG plots from benchmark rows (``results.json``).
+
+``python -m benchmarks.report DIR`` re-renders ``DIR/results.md`` and the plots from
+``DIR/results.json``; ``python -m benchmarks.report DIR --merge OTHER [OTHER ...]`` first
+merges the rows of other result directories into ``DIR/results.json`` (a row with the
+same model, dataset, split and seed is replaced) and their ``COMMAND.txt`` lines into
+``DIR/COMMAND.txt`` (e.g. a slow model run in parallel into its own directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["markdown_table", "write_plots", "write_report"]
+
+_COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50", "hit@20", "precision@20", "mrr")
+
+
+def _groups(rows: Sequence[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["split"], row["seed"])].append(row)
+    return groups
+
+
+def markdown_table(rows: Sequence[dict], key: str = "metrics") -> str:
+    """One Markdown table: a line per row, metric columns then timings and memory."""
+    cols = [c for c in _COLUMNS if any(c in (r.get(key) or {}) for r in rows)]
+    head = ["model", *cols, "train s", "eval s", "peak MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        values = r.get(key) or {}
+        cells = [r["model"]] + [f"{values[c]:.4f}" if c in values else "" for c in cols]
+        cells += [f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}", f"{r['peak_memory_mb']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
+    """Per (dataset, split, seed): Recall@K and NDCG@K per model, and NDCG@20 against train time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for (dataset, split, seed), group in _groups(rows).items():
+        tag = f"{dataset}_{split}_seed{seed}".replace("/", "_")
+        for family in ("recall", "ndcg"):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for r in group:
+                ks = sorted(int(k.split("@")[1]) for k in r["metrics"] if k.startswith(f"{family}@"))
+                ax.plot(ks, [r["metrics"][f"{family}@{k}"] for k in ks], marker="o", label=r["model"])
+            ax.set_xlabel("K")
+            ax.set_ylabel(f"{'Recall' if family == 'recall' else 'NDCG'}@K")
+            ax.set_title(f"{dataset} · {split} split · seed {seed} (test)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            path = out / f"{tag}_{family}.png"
+            _save(fig, path)
+            plt.close(fig)
+            written.append(path)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in group:
+            x = max(r["train_seconds"], 1e-3)
+            ax.scatter([x], [r["metrics"].get("ndcg@20", 0.0)], s=40)
+            ax.annotate(r["model"], (x, r["metrics"].get("ndcg@20", 0.0)), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("training time (s, log scale)")
+        ax.set_ylabel("NDCG@20 (test)")
+        ax.set_title(f"{dataset} · {split} · quality vs training time")
+        ax.grid(alpha=0.3)
+        path = out / f"{tag}_quality_vs_time.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = True) -> Path:
+    """Write ``out/results.md`` (and the PNG plots); returns the Markdown path."""
+    from benchmarks.run import write_atomic
+
+    out = Path(out)
+    parts = ["# Benchmark results", ""]
+    commands = sorted({r.get("command") for r in rows if r.get("command")})
+    if commands:
+        parts += ["Produced by:", "", *[f"    {c}" for c in commands], ""]
+    parts += [
+        "Full ranking over all items, train (and valid) items excluded; mean over users "
+        "with at least one test item (see kgrec.eval).", "",
+    ]
+    for (dataset, split, seed), group in _groups(rows).items():
+        first = group[0]
+        parts += [f"## {dataset} · {split} split · seed {seed}", "",
+                  f"{first['num_users']} test users ({first['skipped_users']} without test items skipped); "
+                  f"device {first['device']}; git {first.get('git_sha') or 'n/a'}.", "",
+                  markdown_table(group), ""]
+        if any(r.get("cold") for r in group):
+            parts += [f"Strict cold start (ranking only the cold items; {first.get('cold_num_users')} users):", "",
+                      markdown_table([r for r in group if r.get("cold")], key="cold"), ""]
+    path = out / "results.md"
+    write_atomic(path, "\n".join(parts))
+    if plots and rows:
+        write_plots(rows, out)
+    return path
+
+
+def merge_rows(base: Sequence[dict], extra: Sequence[dict]) -> list[dict]:
+    """``base`` rows with ``extra`` rows added; same (model, dataset, split, seed) -> ``extra`` wins."""
+    key = lambda r: (r["model"], r["dataset"], r["split"], r["seed"])  # noqa: E731
+    replaced = {key(r) for r in extra}
+    return [r for r in base if key(r) not in replaced] + list(extra)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from benchmarks.run import write_atomic
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report")
+    parser.add_argument("dir")
+    parser.add_argument("--merge", nargs="*", default=[], help="result directories to merge into DIR")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.dir)
+    path = out / "results.json"
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    commands = (out / "COMMAND.txt").read_text() if (out / "COMMAND.txt").is_file() else ""
+    for other in map(Path, args.merge):
+        rows = merge_rows(rows, json.loads((other / "results.json").read_text()))
+        if (other / "COMMAND.txt").is_file():
+            commands += (other / "COMMAND.txt").read_text()
+    if args.merge:
+        write_atomic(path, json.dumps(rows, indent=2) + "\n")
+        cmd = "python -m benchmarks.report " + " ".join([args.dir, "--merge", *args.merge])
+        write_atomic(out / "COMMAND.txt", commands + cmd + "\n")
+    print(write_report(rows, out, plots=not args.no_plots))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

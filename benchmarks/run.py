@@ -1,0 +1,378 @@
+"""Benchmark runner: models x splits x seeds, all scored by :func:`kgrec.eval.evaluate`.
+
+Command line (DESIGN.md, "Benchmarks")::
+
+    python -m benchmarks.run --data <dataset name | pre-split dir> [--split random|temporal|leave_one_out|cold_item]
+        [--seed N] --models mostpop,itemknn,bprmf,als,lightgcn,textknn --out DIR [--device cpu|cuda]
+    python -m benchmarks.run --suite benchmarks/suites/ml100k.yaml --out DIR
+
+writes ``DIR/results.json`` (one row per model x split x seed), ``DIR/results.md``,
+PNG plots and ``DIR/COMMAND.txt`` (the command line that produced them).
+
+Model names resolve by importing classes, never through a hand-written table: every
+recommender class in the ``__all__`` of a module listed in :data:`MODEL_MODULES` is
+known by its lower-cased class name (``BPRMF`` -> ``bprmf``), plus any extra names the
+class lists in a ``benchmark_variants`` class attribute (``{"kgrec-notext": {"use_text":
+False}}``). A dotted class path (``my.module.MyRecommender``) works too. Adding a model
+package is one line in :data:`MODEL_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from kgrec.base import BaseRecommender
+from kgrec.errors import ConfigError, KGRecError
+
+__all__ = ["MODEL_MODULES", "known_models", "resolve_model", "run", "main"]
+
+#: Modules whose ``__all__`` recommender classes are benchmark models (add one line per package).
+MODEL_MODULES: tuple[str, ...] = ("kgrec.baselines",)
+
+SPLITS = ("random", "temporal", "leave_one_out", "cold_item", "presplit")
+
+
+def known_models() -> dict[str, tuple[str, dict[str, Any]]]:
+    """``name -> (class path, init-arg overrides)`` for every importable benchmark model."""
+    names: dict[str, tuple[str, dict[str, Any]]] = {}
+    for module_name in MODEL_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # a model package not installed / not written yet
+            continue
+        for attr in getattr(module, "__all__", ()):
+            klass = getattr(module, attr)
+            if isinstance(klass, type) and issubclass(klass, BaseRecommender):
+                path = f"{klass.__module__}.{klass.__qualname__}"
+                names[klass.__name__.lower()] = (path, {})
+                for variant, overrides in getattr(klass, "benchmark_variants", {}).items():
+                    names[variant] = (path, dict(overrides))
+    return names
+
+
+def _import_class(path: str) -> type:
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    klass = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(klass, type) and issubclass(klass, BaseRecommender)):
+        raise ConfigError(f"{path!r} is not a kgrec BaseRecommender subclass.")
+    return klass
+
+
+def resolve_model(name: str) -> tuple[type, dict[str, Any]]:
+    """The class and init-arg overrides behind a model name or a dotted class path."""
+    known = known_models()
+    if name in known:
+        path, overrides = known[name]
+        return _import_class(path), dict(overrides)
+    if "." in name or ":" in name:
+        try:
+            return _import_class(name), {}
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"cannot import model class {name!r}: {exc}") from exc
+    raise ConfigError(
+        f"Unknown model {name!r} in --models; known models: {', '.join(sorted(known))} "
+        "(or give a dotted class path such as kgrec.baselines.BPRMF)."
+    )
+
+
+# ---------------------------------------------------------------- measurement
+class _PeakMemory:
+    """Peak resident memory (CPU, sampled every 20 ms) or peak CUDA allocation, in MiB."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak = self._rss()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+
+    @property
+    def mib(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return f"<tensor {tuple(value.shape)}>"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------- runner
+def _model_specs(models: Sequence[str], settings: dict[str, dict]) -> list[tuple[str, type, dict]]:
+    specs = []
+    for name in models:
+        entry = dict(settings.get(name) or {})
+        if "class_path" in entry:
+            klass, args = _import_class(entry.pop("class_path")), {}
+            entry = dict(entry.pop("init_args", entry))
+        else:
+            klass, args = resolve_model(name)
+        args.update(entry)
+        params = set(inspect.signature(klass.__init__).parameters) - {"self"}
+        unknown = set(args) - params
+        if unknown:
+            raise ConfigError(
+                f"model {name!r} ({klass.__name__}) has no parameter(s) {sorted(unknown)}; "
+                f"valid: {sorted(params)}."
+            )
+        specs.append((name, klass, args))
+    return specs
+
+
+def _needs_text(klass: type, args: dict) -> bool:
+    return bool(getattr(klass, "uses_text_features", False)) and args.get("text_features") is None
+
+
+def run(
+    data: str,
+    models: Sequence[str],
+    out: str | os.PathLike,
+    splits: Sequence[str | None] = (None,),
+    seeds: Sequence[int] = (2026,),
+    device: str = "cpu",
+    settings: dict[str, dict] | None = None,
+    ks: Sequence[int] = (10, 20, 50),
+    threads: int | None = None,
+    command: str | None = None,
+    plots: bool = True,
+    append: bool = False,
+) -> list[dict]:
+    """Run every model on every split and seed; write results under ``out``; return the rows.
+
+    Args:
+        data: Built-in dataset name (``ml-100k``, ``ml-1m``, ``synthetic``) or a path
+            (atomic files, or a pre-split directory).
+        models: Model names (see :func:`resolve_model`).
+        out: Output directory.
+        splits: Split strategies; ``None`` picks ``presplit`` for a pre-split directory
+            and ``random`` otherwise.
+        seeds: Split and model seeds (a model's ``seed`` argument is set to it).
+        device: ``cpu`` or ``cuda`` (passed to models with a ``device`` argument).
+        settings: ``name -> init args`` (or ``{"class_path": ..., "init_args": ...}``).
+        ks: Metric cut-offs.
+        threads: ``torch.set_num_threads`` for the run (``None`` leaves it).
+        command: The command line recorded in ``COMMAND.txt`` and every row.
+        plots: Write PNG plots.
+        append: Keep the rows already in ``out/results.json`` (a row with the same model,
+            dataset, split and seed is replaced) and add the command to ``COMMAND.txt``.
+    """
+    from benchmarks.report import write_report
+    from kgrec.data import load_dataset
+    from kgrec.eval import evaluate
+    from kgrec.graph import build_graph, build_vocabs
+    from kgrec.split import split_dataset
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"The '--device' option must be one of {{'cpu', 'cuda'}}; got {device!r}.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} was requested but CUDA is not available; use --device cpu.")
+    for strategy in splits:
+        if strategy is not None and strategy not in SPLITS:
+            raise ConfigError(f"The '--split' option must be one of {set(SPLITS)}; got {strategy!r}.")
+    if threads:
+        torch.set_num_threads(threads)
+    specs = _model_specs(models, settings or {})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous: list[dict] = []
+    if append and (out / "results.json").is_file():
+        previous = json.loads((out / "results.json").read_text())
+    if command:
+        old = (out / "COMMAND.txt").read_text() if append and (out / "COMMAND.txt").is_file() else ""
+        write_atomic(out / "COMMAND.txt", old + command + "\n")
+    dataset = load_dataset(data)
+    sha = _git_sha()
+    rows: list[dict] = []
+
+    def merged() -> list[dict]:
+        keys = {(r["model"], r["dataset"], r["split"], r["seed"]) for r in rows}
+        return [r for r in previous if (r["model"], r["dataset"], r["split"], r["seed"]) not in keys] + rows
+
+    for strategy in splits:
+        for seed in seeds:
+            split = split_dataset(dataset, strategy, seed=seed)
+            vocabs = build_vocabs(dataset)
+            text = None
+            if any(_needs_text(k, a) for _, k, a in specs):
+                from kgrec.text import TextEncoder, encode_node_texts
+
+                text = encode_node_texts(dataset, split, vocabs, TextEncoder(device=device))
+            graph = build_graph(dataset, split, text_features=text, vocabs=vocabs)
+            for name, klass, args in specs:
+                params = set(inspect.signature(klass.__init__).parameters)
+                kwargs = dict(args)
+                if "seed" in params:
+                    kwargs.setdefault("seed", seed)
+                if "device" in params:
+                    kwargs["device"] = device
+                model = klass(**kwargs)
+                print(f"[benchmarks] {dataset.name} {split.strategy} seed={seed} {name} ...", flush=True)
+                with _PeakMemory(device) as mem:
+                    start = time.perf_counter()
+                    model.fit(split, graph)
+                    train_s = time.perf_counter() - start
+                    result = evaluate(model, split, graph, on="test", ks=ks)
+                    cold = None
+                    if split.cold_items:
+                        cold = evaluate(model, split, graph, on="test", ks=ks, cold_only=True)
+                eval_s = result.seconds + (cold.seconds if cold else 0.0)
+                config = {"class_path": f"{klass.__module__}.{klass.__qualname__}",
+                          "init_args": _jsonable(model.get_params())}
+                row = {
+                    "model": name,
+                    "dataset": dataset.name,
+                    "split": split.strategy,
+                    "seed": seed,
+                    "metrics": result.metrics,
+                    "cold": cold.metrics if cold else None,
+                    "train_seconds": round(train_s, 3),
+                    "eval_seconds": round(eval_s, 3),
+                    "peak_memory_mb": mem.mib,
+                    "device": device,
+                    "git_sha": sha,
+                    "config": config,
+                    "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+                    "num_users": result.num_users,
+                    "skipped_users": result.skipped_users,
+                    "eval_counts": result.counts,
+                    "cold_num_users": cold.num_users if cold else None,
+                    "data_report": _jsonable(getattr(dataset, "report", {}) or {}),
+                    "best_epoch": getattr(model, "best_epoch_", None),
+                    "torch_threads": torch.get_num_threads(),
+                    "command": command,
+                }
+                rows.append(row)
+                print(f"[benchmarks]   recall@20={result.metrics.get('recall@20', float('nan')):.4f} "
+                      f"ndcg@20={result.metrics.get('ndcg@20', float('nan')):.4f} "
+                      f"train={train_s:.1f}s eval={eval_s:.1f}s", flush=True)
+                write_atomic(out / "results.json", json.dumps(merged(), indent=2) + "\n")
+    write_report(merged(), out, plots=plots)
+    return rows
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="dataset name (ml-100k, ml-1m, synthetic) or a directory / pre-split directory")
+    parser.add_argument("--split", help="comma-separated split strategies (default: random, or presplit for a pre-split dir)")
+    parser.add_argument("--seed", help="comma-separated seeds (default 2026)")
+    parser.add_argument("--models", help="comma-separated model names or dotted class paths")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    parser.add_argument("--suite", help="YAML suite: data, splits, seeds, models (name -> init args)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: suite value or torch's)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--append", action="store_true",
+                        help="keep rows already in OUT/results.json (same model/split/seed rows are replaced)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv_list)
+    try:
+        suite: dict[str, Any] = {}
+        if args.suite:
+            path = Path(args.suite)
+            if not path.is_file():
+                raise ConfigError(f"--suite {args.suite!r}: no such file.")
+            suite = yaml.safe_load(path.read_text()) or {}
+        data = args.data or suite.get("data")
+        if not data:
+            raise ConfigError("--data is required (a dataset name or directory) unless the --suite names one.")
+        settings = dict(suite.get("models") or {})
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(settings)
+        if not models:
+            raise ConfigError("--models is required: e.g. --models mostpop,itemknn,bprmf,als,lightgcn,textknn")
+        if args.split:
+            splits = [s.strip() for s in args.split.split(",")]
+        else:
+            splits = list(suite.get("splits") or [None])
+        try:
+            seeds = [int(s) for s in args.seed.split(",")] if args.seed else [int(s) for s in suite.get("seeds", [2026])]
+        except ValueError:
+            raise ConfigError(f"--seed must be comma-separated integers; got {args.seed!r}.") from None
+        run(
+            data, models, args.out, splits=splits, seeds=seeds,
+            device=args.device or suite.get("device", "cpu"), settings=settings,
+            ks=tuple(suite.get("ks", (10, 20, 50))), threads=args.threads or suite.get("threads"),
+            command=command, plots=not args.no_plots, append=args.append,
+        )
+    except KGRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Evaluation: one full-ranking protocol for every kgrec model and baseline."""
+
+from kgrec.eval.early_stopping import EarlyStopping
+from kgrec.eval.evaluator import EvalResult, evaluate
+from kgrec.eval.metrics import METRIC_NAMES, check_k, check_ks, metrics_from_hits
+
+__all__ = [
+    "EarlyStopping",
+    "EvalResult",
+    "METRIC_NAMES",
+    "check_k",
+    "check_ks",
+    "evaluate",
+    "metrics_from_hits",
+]

@@ -1,0 +1,121 @@
+"""benchmarks.run / benchmarks.report on synthetic data (no network, seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.run import known_models, main, resolve_model, run
+from kgrec.baselines import BPRMF, ItemKNN
+from kgrec.errors import ConfigError
+
+ROW_KEYS = {"model", "dataset", "split", "seed", "metrics", "cold", "train_seconds", "eval_seconds",
+            "peak_memory_mb", "device", "git_sha", "config"}
+
+
+def test_model_names_come_from_baselines_all():
+    known = known_models()
+    import kgrec.baselines as baselines
+
+    assert set(known) >= {name.lower() for name in baselines.__all__}
+    assert resolve_model("bprmf")[0] is BPRMF
+    assert resolve_model("kgrec.baselines.ItemKNN")[0] is ItemKNN
+
+
+def test_unknown_model_lists_known_ones(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"Unknown model 'nope' in --models; known models: .*bprmf.*itemknn"):
+        resolve_model("nope")
+    code = main(["--data", "synthetic", "--models", "mostpop,nope", "--out", str(tmp_path)])
+    assert code == 2
+    assert "known models: als, bprmf" in capsys.readouterr().err
+
+
+def test_bad_options_are_refused(tmp_path, capsys):
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path), "--seed", "x"]) == 2
+    assert "--seed must be comma-separated integers; got 'x'" in capsys.readouterr().err
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path), "--device", "tpu"]) == 2
+    assert "'--device' option must be one of" in capsys.readouterr().err
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path), "--split", "rnd"]) == 2
+    assert "'--split' option must be one of" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"model 'itemknn' \(ItemKNN\) has no parameter\(s\) \['k'\]"):
+        run("synthetic", ["itemknn"], tmp_path, settings={"itemknn": {"k": 3}})
+
+
+def test_run_writes_rows_markdown_plots_and_command(tmp_path):
+    out = tmp_path / "bench"
+    code = main(["--data", "synthetic", "--split", "random,cold_item", "--seed", "3",
+                 "--models", "mostpop,itemknn", "--out", str(out)])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 4
+    for row in rows:
+        assert ROW_KEYS <= set(row)
+        assert row["seed"] == 3 and row["device"] == "cpu"
+        assert 0.0 <= row["metrics"]["recall@20"] <= 1.0
+        assert {"recall@10", "ndcg@50", "hit@20", "precision@20", "mrr"} <= set(row["metrics"])
+        assert (row["cold"] is not None) == (row["split"] == "cold_item")
+    assert rows[0]["config"]["class_path"] == "kgrec.baselines.mostpop.MostPop"
+    md = (out / "results.md").read_text()
+    assert "| itemknn |" in md and "Strict cold start" in md
+    assert (out / "COMMAND.txt").read_text().startswith("python -m benchmarks.run --data synthetic")
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "synthetic_random_seed3_recall.png" in pngs and "synthetic_cold_item_seed3_quality_vs_time.png" in pngs
+
+
+def test_suite_yaml_settings_reach_the_model(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("data: synthetic\nsplits: [random]\nseeds: [1]\nmodels:\n  itemknn: {neighbors: 3}\n")
+    assert main(["--suite", str(suite), "--out", str(tmp_path / "o"), "--no-plots"]) == 0
+    row = json.loads((tmp_path / "o" / "results.json").read_text())[0]
+    assert row["config"]["init_args"]["neighbors"] == 3
+
+
+def _write_inter(path: Path, frame: pd.DataFrame) -> None:
+    frame.rename(columns={"user": "user_id:token", "item": "item_id:token"}).to_csv(path, sep="\t", index=False)
+
+
+def test_presplit_test_only_item_is_counted(tmp_path):
+    from kgrec.data import make_synthetic
+    from kgrec.split import split_dataset
+
+    split = split_dataset(make_synthetic(), "random", seed=0)
+    data = tmp_path / "toy"
+    data.mkdir()
+    test = pd.concat([split.test[["user", "item"]],
+                      pd.DataFrame({"user": [split.test["user"].iloc[0]], "item": ["brand-new-item"]})])
+    _write_inter(data / "toy.train.inter", split.train[["user", "item"]])
+    _write_inter(data / "toy.valid.inter", split.valid[["user", "item"]])
+    _write_inter(data / "toy.test.inter", test)
+    rows = run(str(data), ["mostpop"], tmp_path / "out", plots=False)
+    assert rows[0]["split"] == "presplit"
+    # kept in the catalogue as a test item with no training signal, and counted
+    assert rows[0]["data_report"]["test_only_items"] == 1
+    assert rows[0]["eval_counts"]["target_items_without_train"] >= 1
+    assert rows[0]["eval_counts"]["unknown_item_interactions"] == 0
+
+
+def test_append_keeps_earlier_rows_and_commands(tmp_path):
+    out = tmp_path / "o"
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(out), "--no-plots"]) == 0
+    assert main(["--data", "synthetic", "--models", "itemknn,mostpop", "--out", str(out), "--no-plots",
+                 "--append"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert sorted(r["model"] for r in rows) == ["itemknn", "mostpop"]
+    assert len((out / "COMMAND.txt").read_text().splitlines()) == 2
+
+
+def test_report_merges_other_result_dirs(tmp_path):
+    from benchmarks.report import main as report_main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(a), "--no-plots"]) == 0
+    assert main(["--data", "synthetic", "--models", "itemknn", "--out", str(b), "--no-plots"]) == 0
+    assert report_main([str(a), "--merge", str(b), "--no-plots"]) == 0
+    rows = json.loads((a / "results.json").read_text())
+    assert sorted(r["model"] for r in rows) == ["itemknn", "mostpop"]
+    assert "| itemknn |" in (a / "results.md").read_text()
+    lines = (a / "COMMAND.txt").read_text().splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("python -m benchmarks.report")
