@@ -44,7 +44,7 @@ from kgrec.errors import ConfigError, KGRecError
 __all__ = ["MODEL_MODULES", "known_models", "resolve_model", "run", "main"]
 
 #: Modules whose ``__all__`` recommender classes are benchmark models (add one line per package).
-MODEL_MODULES: tuple[str, ...] = ("kgrec.baselines",)
+MODEL_MODULES: tuple[str, ...] = ("kgrec.baselines", "kgrec.models")
 
 SPLITS = ("random", "temporal", "leave_one_out", "cold_item", "presplit")
 

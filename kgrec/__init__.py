@@ -1,6 +1,8 @@
 """kgrec: knowledge-graph recommendation with text-aligned heterogeneous GNNs."""
 
+from kgrec.base import BaseRecommender
 from kgrec.data import Dataset, load_dataset, make_synthetic
+from kgrec.eval import EvalResult, evaluate
 from kgrec.errors import ConfigError, DataError, KGRecError, UnknownIdError
 from kgrec.graph import GraphData, Vocab, build_graph, build_vocabs
 from kgrec.split import Split, split_dataset
@@ -9,9 +11,10 @@ from kgrec.text import EmbeddingCache, HashingTextEncoder, TextEncoder, TextTemp
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError",
+    "BaseRecommender",    "ConfigError",
     "DataError",
     "EmbeddingCache",
+    "EvalResult",
     "HashingTextEncoder",
     "Dataset",
     "GraphData",
@@ -24,6 +27,7 @@ __all__ = [
     "build_graph",
     "build_vocabs",
     "encode_node_texts",
+    "evaluate",
     "load_dataset",
     "make_synthetic",
     "split_dataset",

@@ -15,6 +15,28 @@ from kgrec.errors import ConfigError
 __all__ = ["KGRec"]
 
 
+def _prune_entities(graph, min_degree: int):
+    """A copy of ``graph`` without KG entities that have fewer than ``min_degree`` KG edges.
+
+    An entity met by one KG edge only (most actors of ml-100k's Freebase KG) links no two
+    items, so it carries no collaborative signal but costs propagation time.
+    """
+    data = graph.data
+    if min_degree <= 1 or "entity" not in data.node_types:
+        return graph
+    deg = torch.zeros(data["entity"].num_nodes, dtype=torch.long)
+    for et in data.edge_types:
+        if et[1] == "kg":  # forward KG edges only: each triple counted once per entity end
+            ei = data[et].edge_index
+            if et[0] == "entity":
+                deg += torch.bincount(ei[0], minlength=deg.numel())
+            if et[2] == "entity":
+                deg += torch.bincount(ei[1], minlength=deg.numel())
+    out = copy.copy(graph)
+    out.data = data.subgraph({"entity": torch.nonzero(deg >= min_degree).view(-1)})
+    return out
+
+
 def _restrict(graph, use_kg: bool, use_side_info: bool):
     """A shallow copy of ``graph`` without KG and/or tag edges (the caller's graph is untouched)."""
     if use_kg and use_side_info:
@@ -48,6 +70,7 @@ class KGRec(BaseRecommender):
         use_text: Use text features (``False``: the ``kgrec-notext`` ablation).
         use_kg: Use KG edges (``False``: ``kgrec-nokg``).
         use_side_info: Use tag nodes (item tags, user attributes).
+        kg_min_degree: Drop KG entities with fewer KG edges than this (1 keeps all).
         use_id_embeddings: Learn id embeddings.
         align_weight: Text–graph alignment loss weight (0: ``kgrec-noalign``).
         score_fn: ``dot`` or ``cosine`` scores.
@@ -79,12 +102,13 @@ class KGRec(BaseRecommender):
         use_text: bool = True,
         use_kg: bool = True,
         use_side_info: bool = True,
+        kg_min_degree: int = 2,
         use_id_embeddings: bool = True,
         align_weight: float = 0.1,
-        score_fn: Literal["dot", "cosine"] = "cosine",
+        score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
         loss: Literal["softmax", "bpr"] = "softmax",
-        temperature: float = 0.1,
+        temperature: float = 1.0,
         num_negatives: int = 1024,
         lr: float = 5e-3,
         batch_size: int = 2048,
@@ -99,6 +123,7 @@ class KGRec(BaseRecommender):
         self.use_text = use_text
         self.use_kg = use_kg
         self.use_side_info = use_side_info
+        self.kg_min_degree = kg_min_degree
         self.use_id_embeddings = use_id_embeddings
         self.align_weight = align_weight
         self.score_fn = score_fn
@@ -123,7 +148,7 @@ class KGRec(BaseRecommender):
         if self.max_epochs <= 0 or self.patience <= 0:
             raise ConfigError(f"max_epochs and patience must be positive; got {self.max_epochs}, {self.patience}.")
         L.seed_everything(self.seed, verbose=False)
-        sub = _restrict(graph, self.use_kg, self.use_side_info)
+        sub = _prune_entities(_restrict(graph, self.use_kg, self.use_side_info), self.kg_min_degree)
         dm = KGRecDataModule.from_graph(sub, split, batch_size=self.batch_size, sampling=self.sampling,
                                         num_neighbors=[10] * self.num_layers)
         module = KGRecModule(
