@@ -111,7 +111,7 @@ class KGRec(BaseRecommender):
         temperature: float = 1.0,
         num_negatives: int = 1024,
         lr: float = 5e-3,
-        batch_size: int = 2048,
+        batch_size: int = 1024,
         max_epochs: int = 100,
         patience: int = 5,
         sampling: Literal["full", "neighbor"] = "full",
