@@ -38,6 +38,15 @@ class KGRecCLI(LightningCLI):
 
 def run_cli(args: Sequence[str]) -> KGRecCLI:
     """Run the Lightning CLI on ``args`` (e.g. ``["fit", "--config", "configs/quickstart.yaml"]``)."""
+    import sys
+    from unittest import mock
+
+    # ``args`` is the whole command line; hide sys.argv so LightningCLI does not warn about both.
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        return _make_cli(args)
+
+
+def _make_cli(args: Sequence[str]) -> KGRecCLI:
     return KGRecCLI(
         KGRecModule,
         KGRecDataModule,

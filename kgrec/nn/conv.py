@@ -20,7 +20,7 @@ class _WeightedSpMM(torch.autograd.Function):
     def forward(ctx, values, x, csr, csr_t, src, dst, grad_edges):  # noqa: D102
         crow, col, perm = csr
         n = crow.numel() - 1
-        adj = torch.sparse_csr_tensor(crow, col, values[perm], (n, x.size(0)))
+        adj = torch.sparse_csr_tensor(crow, col, values[perm], (n, x.size(0)), check_invariants=False)
         ctx.save_for_backward(values, x)
         ctx.meta = (csr_t, src, dst, grad_edges, n)
         return adj @ x
@@ -31,7 +31,7 @@ class _WeightedSpMM(torch.autograd.Function):
         (crow_t, col_t, perm_t), src, dst, grad_edges, n = ctx.meta
         grad_x = grad_values = None
         if ctx.needs_input_grad[1]:
-            adj_t = torch.sparse_csr_tensor(crow_t, col_t, values[perm_t], (x.size(0), n))
+            adj_t = torch.sparse_csr_tensor(crow_t, col_t, values[perm_t], (x.size(0), n), check_invariants=False)
             grad_x = adj_t @ grad.contiguous()
         if ctx.needs_input_grad[0] and grad_edges is not None and grad_edges.numel():
             grad_values = torch.zeros_like(values)
