@@ -26,7 +26,7 @@ from kgrec.data.dataset import Dataset
 from kgrec.errors import DataError, UnknownIdError
 from kgrec.split import Split
 
-__all__ = ["Vocab", "GraphData", "build_vocabs", "build_graph", "split_to_index", "INTERACTS"]
+__all__ = ["Vocab", "GraphData", "build_vocabs", "build_graph", "prune_entities", "split_to_index", "INTERACTS"]
 
 #: The supervision edge type.
 INTERACTS = ("user", "interacts", "item")
@@ -277,3 +277,26 @@ def build_graph(
             data[nt].x = x.to(feature_dtype) if feature_dtype is not None else x
     data.validate(raise_on_error=True)
     return graph
+
+
+def prune_entities(graph: GraphData, min_degree: int) -> GraphData:
+    """A copy of ``graph`` without KG entities that have fewer than ``min_degree`` KG edges.
+
+    The caller's graph is not changed. An entity met by one KG edge only (most actors of ml-100k's Freebase KG) links no two
+    items, so it carries no collaborative signal but costs propagation time.
+    """
+    data = graph.data
+    if min_degree <= 1 or "entity" not in data.node_types:
+        return graph
+    deg = torch.zeros(data["entity"].num_nodes, dtype=torch.long)
+    for et in data.edge_types:
+        if et[1] == "kg":  # forward KG edges only: each triple counted once per entity end
+            ei = data[et].edge_index
+            if et[0] == "entity":
+                deg += torch.bincount(ei[0], minlength=deg.numel())
+            if et[2] == "entity":
+                deg += torch.bincount(ei[1], minlength=deg.numel())
+    keep = torch.nonzero(deg >= min_degree).view(-1)
+    vocabs = dict(graph.vocabs)
+    vocabs["entity"] = Vocab(graph.vocabs["entity"].ids[keep.numpy()], "entity")
+    return GraphData(data.subgraph({"entity": keep}), vocabs, list(graph.relations), graph.dataset_name)

@@ -103,3 +103,25 @@ def test_inputs_are_not_mutated(synthetic, synthetic_split):
     before = synthetic_split.train.copy()
     build_graph(synthetic, synthetic_split)
     assert synthetic_split.train.equals(before)
+
+
+def test_prune_entities_drops_leaves_and_keeps_vocab_aligned(synthetic_graph):
+    from kgrec.graph import prune_entities
+
+    before = synthetic_graph.data["entity"].num_nodes
+    pruned = prune_entities(synthetic_graph, 3)
+    data = pruned.data
+    assert synthetic_graph.data["entity"].num_nodes == before  # caller's graph untouched
+    assert 0 < data["entity"].num_nodes < before
+    assert len(pruned.vocabs["entity"]) == data["entity"].num_nodes
+    assert data.validate()
+    deg = torch.zeros(data["entity"].num_nodes, dtype=torch.long)
+    for et in data.edge_types:
+        if et[1] == "kg":
+            if et[0] == "entity":
+                deg += torch.bincount(data[et].edge_index[0], minlength=deg.numel())
+            if et[2] == "entity":
+                deg += torch.bincount(data[et].edge_index[1], minlength=deg.numel())
+    assert (deg >= 3).all()
+    # min_degree 1 keeps everything: the same graph comes back
+    assert prune_entities(synthetic_graph, 1) is synthetic_graph

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kgrec.data import load_dataset
 from kgrec.errors import ConfigError, DataError
-from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, split_to_index
+from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, prune_entities, split_to_index
 from kgrec.split import Split, split_dataset
 from kgrec.text.base import BaseTextEncoder
 
@@ -136,8 +136,6 @@ class KGRecDataModule(L.LightningDataModule):
             from dataclasses import replace
 
             dataset = replace(dataset, kg=None, links=None)
-        elif dataset.kg is not None and self.kg_min_degree > 1:
-            dataset = _prune_kg(dataset, self.kg_min_degree)
         if not self.use_side_info:
             from dataclasses import replace
 
@@ -154,7 +152,8 @@ class KGRecDataModule(L.LightningDataModule):
             features = encode_node_texts(dataset, split, vocabs, encoder, cache_dir=cache)
             features = {nt: x for nt, x in features.items() if x is not None}
         self.dataset, self.split = dataset, split
-        self.graph = build_graph(dataset, split, text_features=features, vocabs=vocabs)
+        self.graph = prune_entities(build_graph(dataset, split, text_features=features, vocabs=vocabs),
+                                    self.kg_min_degree)
         log.info("%s\n%s\n%s", dataset.summary(), split.summary(), self.graph.summary())
 
     def setup(self, stage: str | None = None) -> None:
@@ -206,18 +205,3 @@ class KGRecDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self._one_step()
-
-
-def _prune_kg(dataset, min_degree: int):
-    """Drop KG triples whose non-item end is an entity with fewer than ``min_degree`` edges."""
-    import pandas as pd
-    from dataclasses import replace
-
-    kg = dataset.kg
-    linked = set(dataset.links["entity"]) if dataset.links is not None else set()
-    deg = pd.concat([kg["head"], kg["tail"]]).value_counts()
-    keep_entity = lambda e: e in linked or deg.get(e, 0) >= min_degree  # noqa: E731
-    mask = kg["head"].map(keep_entity) & kg["tail"].map(keep_entity)
-    report = dict(dataset.report)
-    report["kg_rows_pruned"] = int((~mask).sum())
-    return replace(dataset, kg=kg.loc[mask].reset_index(drop=True), report=report)

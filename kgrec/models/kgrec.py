@@ -11,30 +11,9 @@ import torch.nn.functional as F
 
 from kgrec.base import BaseRecommender
 from kgrec.errors import ConfigError
+from kgrec.graph import prune_entities
 
 __all__ = ["KGRec"]
-
-
-def _prune_entities(graph, min_degree: int):
-    """A copy of ``graph`` without KG entities that have fewer than ``min_degree`` KG edges.
-
-    An entity met by one KG edge only (most actors of ml-100k's Freebase KG) links no two
-    items, so it carries no collaborative signal but costs propagation time.
-    """
-    data = graph.data
-    if min_degree <= 1 or "entity" not in data.node_types:
-        return graph
-    deg = torch.zeros(data["entity"].num_nodes, dtype=torch.long)
-    for et in data.edge_types:
-        if et[1] == "kg":  # forward KG edges only: each triple counted once per entity end
-            ei = data[et].edge_index
-            if et[0] == "entity":
-                deg += torch.bincount(ei[0], minlength=deg.numel())
-            if et[2] == "entity":
-                deg += torch.bincount(ei[1], minlength=deg.numel())
-    out = copy.copy(graph)
-    out.data = data.subgraph({"entity": torch.nonzero(deg >= min_degree).view(-1)})
-    return out
 
 
 def _restrict(graph, use_kg: bool, use_side_info: bool):
@@ -148,7 +127,7 @@ class KGRec(BaseRecommender):
         if self.max_epochs <= 0 or self.patience <= 0:
             raise ConfigError(f"max_epochs and patience must be positive; got {self.max_epochs}, {self.patience}.")
         L.seed_everything(self.seed, verbose=False)
-        sub = _prune_entities(_restrict(graph, self.use_kg, self.use_side_info), self.kg_min_degree)
+        sub = prune_entities(_restrict(graph, self.use_kg, self.use_side_info), self.kg_min_degree)
         dm = KGRecDataModule.from_graph(sub, split, batch_size=self.batch_size, sampling=self.sampling,
                                         num_neighbors=[10] * self.num_layers)
         module = KGRecModule(
