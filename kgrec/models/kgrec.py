@@ -118,7 +118,7 @@ class KGRec(BaseRecommender):
         self.device = device
         self.seed = seed
 
-    def _fit(self, split, graph) -> None:  # noqa: C901
+    def _fit(self, split, graph) -> None:
         import lightning as L
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -150,9 +150,6 @@ class KGRec(BaseRecommender):
                 state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
                 module.load_state_dict(state)
         module.to(self.device_)
-        module._full = None
-        module._trainer = None
-        module.trainer_datamodule = dm
         out = _embeddings(module, dm)
         self.epochs_ = int(trainer.current_epoch)
         self.user_embeddings_ = out["user"].detach()
