@@ -13,12 +13,12 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from kgrec.io import atomic_write_text
 from kgrec.data import cache_dir, load_dataset
 from kgrec.graph import build_graph
 from kgrec.split import split_dataset
@@ -77,10 +77,7 @@ def main(argv=None) -> None:
         rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     for fname, text in (("graph_build.json", json.dumps(rows, indent=2)), ("graph_build.md", _markdown(rows))):
-        fd, tmp = tempfile.mkstemp(dir=args.out)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, args.out / fname)
+        atomic_write_text(args.out / fname, text)
     print(_markdown(rows))
 
 

@@ -9,10 +9,11 @@ same model, dataset, split and seed is replaced) and their ``COMMAND.txt`` lines
 
 from __future__ import annotations
 
+from kgrec.io import atomic_write
+
 import json
 import os
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -43,14 +44,7 @@ def markdown_table(rows: Sequence[dict], key: str = "metrics") -> str:
 
 
 def _save(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
 
 
 def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:

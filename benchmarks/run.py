@@ -29,7 +29,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 import yaml
 
 from kgrec.base import BaseRecommender
+from kgrec.io import atomic_write_text
 from kgrec.errors import ConfigError, KGRecError
 
 __all__ = ["MODEL_MODULES", "known_models", "resolve_model", "run", "main"]
@@ -154,16 +154,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``text`` to ``path`` atomically (see :mod:`kgrec.io`)."""
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------- runner

@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.loader import LinkLoader, LinkNeighborLoader
 from torch_geometric.sampler import NegativeSampling
 
+from kgrec.io import atomic_write_text
 from kgrec.sampler import FullGraphSampler, HeteroNeighborSampler
 
 __all__ = ["main", "make_powerlaw_graph", "load_ml1m_graph", "time_loaders", "time_train_steps"]
@@ -258,17 +258,7 @@ def bench_graph(name: str, data: HeteroData, device: str, batch_sizes: Sequence[
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def _config(row: dict) -> tuple:

@@ -19,6 +19,7 @@ on the machine and are compared only within one run.
 
 from __future__ import annotations
 
+from kgrec.io import atomic_write_text
 import argparse
 import json
 import os
@@ -36,15 +37,7 @@ __all__ = ["main"]
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def _git_sha() -> str | None:

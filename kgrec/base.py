@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -31,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from kgrec.io import atomic_write
 from kgrec.errors import ConfigError, DataError, KGRecError, UnknownIdError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -279,27 +279,21 @@ class BaseRecommender:
             )
         return self._index_cache
 
+    def _encode(self, raw_ids: Sequence[str], which: int, kind: str, where: str) -> torch.Tensor:
+        self._check_fitted()
+        index = self._index()[which]
+        missing = next((r for r in raw_ids if r not in index), None)
+        if missing is not None:
+            raise UnknownIdError(f"unknown {kind} id {missing!r}: it is not in the {where}.")
+        return torch.tensor([index[r] for r in raw_ids], dtype=torch.long)
+
     def encode_users(self, user_ids: Sequence[str]) -> torch.Tensor:
         """Raw user ids to indices; :class:`~kgrec.errors.UnknownIdError` names an unknown id."""
-        self._check_fitted()
-        users, _ = self._index()
-        out = []
-        for u in user_ids:
-            if u not in users:
-                raise UnknownIdError(f"unknown user id {u!r}: it is not in the training vocabulary.")
-            out.append(users[u])
-        return torch.tensor(out, dtype=torch.long)
+        return self._encode(user_ids, 0, "user", "training vocabulary")
 
     def encode_items(self, item_ids: Sequence[str]) -> torch.Tensor:
         """Raw item ids to indices; :class:`~kgrec.errors.UnknownIdError` names an unknown id."""
-        self._check_fitted()
-        _, items = self._index()
-        out = []
-        for it in item_ids:
-            if it not in items:
-                raise UnknownIdError(f"unknown item id {it!r}: it is not in the item catalogue.")
-            out.append(items[it])
-        return torch.tensor(out, dtype=torch.long)
+        return self._encode(item_ids, 1, "item", "item catalogue")
 
     def recommend(
         self,
@@ -370,15 +364,7 @@ class BaseRecommender:
             "params": _encode_state(self.get_params()),
             "state": {k: _encode_state(v) for k, v in self._learned_state().items()},
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_write(path, lambda fh: torch.save(payload, fh))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BaseRecommender":

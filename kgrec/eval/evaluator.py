@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from kgrec.errors import ConfigError, DataError, KGRecError
+from kgrec.errors import ConfigError, KGRecError
 from kgrec.eval.metrics import check_ks, metrics_from_hits
 
 if TYPE_CHECKING:  # pragma: no cover

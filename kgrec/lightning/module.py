@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -17,6 +15,7 @@ from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError
 from kgrec.graph import INTERACTS
+from kgrec.io import atomic_write_text
 from kgrec.nn import KGRecModel, alignment_loss, bpr_loss, sampled_softmax_loss
 
 __all__ = ["KGRecModule", "EmbeddingScorer"]
@@ -287,8 +286,4 @@ def _canon(value):
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2))

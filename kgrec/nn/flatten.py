@@ -107,7 +107,6 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         weights.append(w)
         rels.append(r)
     if not srcs:
-        empty = torch.empty(0, dtype=torch.long)
         e = torch.empty(0, dtype=torch.long)
         layout = (torch.zeros(start + 1, dtype=torch.long), e, e)
         return FlatGraph(offsets, sizes, torch.empty(2, 0, dtype=torch.long), torch.empty(0), e, layout, layout)

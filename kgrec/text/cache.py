@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 import zipfile
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kgrec.io import atomic_write
 from kgrec.errors import ConfigError
 from kgrec.text.base import BaseTextEncoder
 
@@ -42,18 +42,7 @@ def text_hash(text: str) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` via a temp file in the same directory and :func:`os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 class CachedEncoding(NamedTuple):
