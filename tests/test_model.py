@@ -246,3 +246,34 @@ def test_ddp_two_cpu_processes_train_on_shards(synthetic_graph, synthetic_split,
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["7", "7"]
     after = module.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained weights came back
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sampling": "random-walk"}, r"'sampling' parameter must be one of \{'full', 'neighbor'\}; got 'random-walk'"),
+    ({"batch_size": 0}, "'batch_size' parameter must be a positive integer; got 0"),
+    ({"num_neighbors": [10, 0]}, r"num_neighbors must be positive \(or -1 for all\); got \[10, 0\]"),
+])
+def test_datamodule_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        KGRecDataModule(path="synthetic", **kwargs)
+
+
+def test_kgrec_rejects_non_positive_epochs(synthetic_graph, synthetic_split):
+    with pytest.raises(ConfigError, match="max_epochs and patience must be positive; got 0, 5"):
+        KGRec(max_epochs=0).fit(synthetic_split, synthetic_graph)
+
+
+def test_atomic_write_leaves_nothing_half_written(tmp_path):
+    from kgrec.io import atomic_write, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "sub" / "a.json", "{}")
+    assert target.read_text() == "{}"
+
+    def explode(fh):
+        fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, explode)
+    assert target.read_text() == "{}"  # the old content survives
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.json"]  # no temp file left
