@@ -1,6 +1,8 @@
 """The ``kgrec`` command line.
 
-``kgrec info`` inspects a dataset, its split and its graph. Library errors
+``kgrec info`` inspects a dataset, its split and its graph; ``kgrec fit|validate|test|predict``
+train and evaluate (LightningCLI); ``kgrec recommend|similar|explain|export|ids`` serve a
+trained checkpoint (:class:`kgrec.Recommender`). Library errors
 (:class:`kgrec.errors.KGRecError`) print one line and exit with status 2, without
 a traceback.
 """
@@ -35,6 +37,137 @@ def _info(argv: Sequence[str]) -> int:
     return 0
 
 
+def _add_ckpt(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by `kgrec fit` (e.g. .../checkpoints/best.ckpt)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                        help="table (terminal), json (a list of objects) or csv")
+
+
+def _print_frame(frame, fmt: str) -> None:
+    import json
+
+    if fmt == "json":
+        print(json.dumps(frame.to_dict(orient="records"), indent=2, ensure_ascii=False, default=float))
+    elif fmt == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif frame.empty:
+        print("(nothing to show)")
+    else:
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _load(args):
+    from kgrec.recommender import Recommender
+
+    return Recommender.from_checkpoint(args.ckpt, device=args.device)
+
+
+def _csv_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _recommend(argv: Sequence[str]) -> int:
+    from kgrec.errors import ConfigError
+
+    parser = argparse.ArgumentParser(
+        prog="kgrec recommend", description="Top-k items for a known user, or for a new user given liked items "
+        "and/or attributes (cold start).")
+    _add_ckpt(parser)
+    parser.add_argument("--user", action="append", default=[], help="raw user id (repeat for several)")
+    parser.add_argument("--liked", default=None, help="new user: comma-separated raw ids of items they liked")
+    parser.add_argument("--attr", action="append", default=[], metavar="FIELD=VALUE",
+                        help="new user: an attribute, e.g. --attr age=25-34 (repeatable)")
+    parser.add_argument("--k", type=int, default=10, help="number of items (default 10)")
+    parser.add_argument("--include-seen", action="store_true", help="keep the user's training items")
+    _add_format(parser)
+    args = parser.parse_args(argv)
+    new_user = args.liked is not None or args.attr
+    if bool(args.user) == bool(new_user):
+        raise ConfigError("give --user ID for a known user, or --liked/--attr for a new user (not both).")
+    attrs = {}
+    for pair in args.attr:
+        field, sep, value = pair.partition("=")
+        if not sep or not field or not value:
+            raise ConfigError(f"--attr {pair!r} must read FIELD=VALUE, e.g. --attr age=25-34.")
+        attrs[field] = value
+    rec = _load(args)
+    if args.user:
+        frame = rec.recommend(args.user, k=args.k, exclude_seen=not args.include_seen)
+    else:
+        frame = rec.recommend_new_user(liked_items=_csv_list(args.liked), attributes=attrs, k=args.k,
+                                       exclude_seen=not args.include_seen)
+    _print_frame(frame, args.format)
+    return 0
+
+
+def _similar(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="kgrec similar", description="Items nearest to an item.")
+    _add_ckpt(parser)
+    parser.add_argument("--item", required=True, help="raw item id")
+    parser.add_argument("--k", type=int, default=10)
+    _add_format(parser)
+    args = parser.parse_args(argv)
+    _print_frame(_load(args).similar_items(args.item, k=args.k), args.format)
+    return 0
+
+
+def _explain(argv: Sequence[str]) -> int:
+    import pandas as pd
+
+    parser = argparse.ArgumentParser(prog="kgrec explain",
+                                     description="Why an item suits a user: the strongest graph paths, in words.")
+    _add_ckpt(parser)
+    parser.add_argument("--user", required=True, help="raw user id")
+    parser.add_argument("--item", required=True, help="raw item id")
+    parser.add_argument("--k", type=int, default=3, help="number of explanations (default 3)")
+    _add_format(parser)
+    args = parser.parse_args(argv)
+    found = _load(args).explain(args.user, args.item, k=args.k)
+    if args.format == "table":
+        if not found:
+            print(f"No path of up to three hops links user {args.user!r} to item {args.item!r} in the training graph.")
+        for rank, e in enumerate(found, 1):
+            print(f"{rank}. {e.text}")
+            print(f"   path: {' -> '.join(f'{t} {i}' for t, i in e.path)}   (score {e.score:.3f})")
+        return 0
+    frame = pd.DataFrame([e.to_dict() for e in found],
+                         columns=["kind", "text", "score", "via", "support", "path", "relations"])
+    if args.format == "csv":
+        frame["path"] = frame["path"].map(" > ".join)
+        frame["relations"] = frame["relations"].map(" > ".join)
+    _print_frame(frame, args.format)
+    return 0
+
+
+def _export(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="kgrec export", description="Write user and item embeddings.")
+    _add_ckpt(parser)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--format", choices=("parquet", "npy"), default="parquet",
+                        help="parquet (users.parquet, items.parquet) or npy (+ id lists)")
+    args = parser.parse_args(argv)
+    for path in _load(args).export_embeddings(args.out, fmt=args.format):
+        print(path)
+    return 0
+
+
+def _ids(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="kgrec ids", description="List the user or item ids a model knows.")
+    _add_ckpt(parser)
+    parser.add_argument("--type", choices=("user", "item"), default="user")
+    args = parser.parse_args(argv)
+    rec = _load(args)
+    if args.type == "user":
+        print("\n".join(rec.user_ids))
+    else:
+        print("\n".join(f"{i}\t{n}" for i, n in zip(rec.item_ids, rec.item_names)))
+    return 0
+
+
 def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         from kgrec.lightning.cli import run_cli
@@ -55,6 +188,11 @@ def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
 #: Subcommand name -> handler taking the remaining arguments.
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "info": _info,
+    "recommend": _recommend,
+    "similar": _similar,
+    "explain": _explain,
+    "export": _export,
+    "ids": _ids,
     **{name: _lightning(name) for name in ("fit", "validate", "test", "predict")},
 }
 

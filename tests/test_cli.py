@@ -24,4 +24,4 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
 
 def test_unknown_command(capsys):
     assert main(["frobnicate"]) == 2
-    assert "unknown command 'frobnicate'; known commands: fit, info, predict, test, validate" in capsys.readouterr().err
+    assert "unknown command 'frobnicate'; known commands: explain, export, fit, ids, info, predict, recommend, similar, test, validate" in capsys.readouterr().err

@@ -55,19 +55,39 @@ def test_propagation_equals_dense_normalised_adjacency(synthetic_graph):
     ref = dense @ x
     grad_dense_x = torch.autograd.grad((ref ** 2).sum(), x)[0]
     assert torch.allclose(grad_sparse[0], grad_dense_x, atol=1e-4)
+    # the relation-weight gradient (computed over (relation, source) pairs) equals the dense one
+    logit = model.convs[0].logit.detach().clone().requires_grad_(True)
+    alpha_d = torch.where(model.convs[0].learnable, torch.nn.functional.softplus(logit) / model.convs[0]._SOFTPLUS0,
+                          torch.ones_like(logit))[flat.rel]
+    dense_d = torch.zeros(flat.num_nodes, flat.num_nodes).index_put(
+        (flat.edge_index[1], flat.edge_index[0]), flat.edge_weight * alpha_d, accumulate=True)
+    grad_dense_logit = torch.autograd.grad(((dense_d @ x.detach()) ** 2).sum(), logit)[0]
     assert grad_sparse[1][model.convs[0].learnable].abs().sum() > 0  # KG relation weights learn
+    assert torch.allclose(grad_sparse[1], grad_dense_logit, rtol=1e-4, atol=1e-4)
     assert grad_sparse[1][~model.convs[0].learnable].abs().sum() == 0
 
 
-def test_edge_weights_average_over_edge_types(synthetic_graph):
+def test_side_messages_get_a_fixed_share(synthetic_graph):
     data = synthetic_graph.data
-    model = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
-                       len(synthetic_graph.relations), hidden_channels=4, num_layers=1)
-    flat = model.flatten(data)
-    # a user reached only by its items and its attribute tags: weights from 2 edge types, each halved
-    user0 = flat.offsets["user"]
-    incoming = flat.edge_weight[flat.edge_index[1] == user0]
-    assert incoming.numel() > 0 and (incoming > 0).all()
+    args = ({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types, len(synthetic_graph.relations))
+    flats = {b: KGRecModel(*args, hidden_channels=4, num_layers=1, side_weight=b).flatten(data) for b in (0.0, 1.0, 3.0)}
+    flat = flats[1.0]
+    ui = torch.isin(flat.rel, torch.tensor([i for i, et in enumerate(
+        [et for et in data.edge_types if et[1] not in ("kg", "rev_kg")]) if et[1] in ("interacts", "rev_interacts")]))
+    dst = flat.edge_index[1]
+    has_ui = torch.zeros(flat.num_nodes, dtype=torch.bool)
+    has_ui[dst[ui]] = True
+    mixed = has_ui[dst]  # edges into nodes that receive user-item messages too
+    assert (~ui & mixed).any() and (~ui & ~mixed).any()
+    # beta = 0: side messages vanish wherever there is collaborative signal, stay elsewhere (cold nodes)
+    assert (flats[0.0].edge_weight[~ui & mixed] == 0).all()
+    assert (flats[0.0].edge_weight[~ui & ~mixed] > 0).all()
+    # side share beta / (1 + beta), user-item share 1 / (1 + beta), relative to beta = 1 (1/2 each)
+    assert torch.allclose(flats[3.0].edge_weight[~ui & mixed], flat.edge_weight[~ui & mixed] * 1.5)
+    assert torch.allclose(flats[3.0].edge_weight[ui & mixed], flat.edge_weight[ui & mixed] * 0.5)
+    assert torch.allclose(flats[3.0].edge_weight[~mixed], flat.edge_weight[~mixed])
+    with pytest.raises(ConfigError, match="side_weight"):
+        KGRecModel(*args, side_weight=-1.0)
 
 
 def test_losses_behave():

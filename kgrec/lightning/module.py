@@ -73,9 +73,16 @@ class KGRecModule(L.LightningModule):
             negatives (popularity-biased; see :func:`kgrec.nn.sampled_softmax_loss`).
         align_weight: Weight of the text–graph alignment loss (0 disables it).
         align_temperature: Temperature of the alignment loss.
+        align_stop_graph: Stop the alignment gradient at the graph embeddings, so alignment
+            teaches the text projection to land where the graph puts a node (what places a
+            cold node) without pulling the ranking space toward the text. Measured on
+            ml-100k random (valid NDCG@20): with the gradient flowing into the graph side
+            the alignment cost accuracy (weight 1.0: 0.29 -> 0.14).
         lr: Adam learning rate.
         weight_decay: L2 penalty on the batch's input embeddings.
         dropout: Dropout on input embeddings.
+        side_weight: Weight of tag/attribute/KG messages relative to user–item messages
+            (see :func:`kgrec.nn.flatten_graph`).
         eval_ks: Cut-offs logged at validation / test.
     """
 
@@ -93,9 +100,11 @@ class KGRecModule(L.LightningModule):
         in_batch_negatives: bool = False,
         align_weight: float = 0.1,
         align_temperature: float = 0.2,
+        align_stop_graph: bool = True,
         lr: float = 5e-3,
         weight_decay: float = 0.0,
         dropout: float = 0.0,
+        side_weight: float = 1.0,
         eval_ks: tuple[int, ...] = (10, 20, 50),
     ) -> None:
         super().__init__()
@@ -123,6 +132,7 @@ class KGRecModule(L.LightningModule):
             use_text=use_text,
             score=score,
             dropout=dropout,
+            side_weight=side_weight,
         )
         self.align = align_weight > 0 and use_text
         self._full: HeteroData | None = None
@@ -198,7 +208,8 @@ class KGRecModule(L.LightningModule):
                 continue
             idx = torch.unique(idx)
             text = self.model.project_text(nt, data[nt].x[idx])
-            losses.append(alignment_loss(out[nt][idx], text, self.hparams.align_temperature))
+            graph = out[nt][idx].detach() if self.hparams.align_stop_graph else out[nt][idx]
+            losses.append(alignment_loss(graph, text, self.hparams.align_temperature))
         return torch.stack(losses).mean() if losses else out["user"].new_zeros(())
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -272,6 +283,14 @@ class KGRecModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["kgrec_graph_info"] = dict(self.hparams.graph_info)
+        # what kgrec.Recommender needs to serve without the dataset (built once per fit)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "graph", None) is not None:
+            if getattr(self, "_serving", None) is None:
+                from kgrec.serving import serving_bundle
+
+                self._serving = serving_bundle(dm)
+            checkpoint["kgrec_serving"] = self._serving
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._full = None

@@ -30,6 +30,8 @@ class FlatGraph:
         csr: ``(crow, col, perm)``: CSR structure of the adjacency with targets as rows;
             ``perm`` puts per-edge values into CSR order.
         csr_t: The same for the transpose (used by the backward pass).
+        rel_pairs: Layout for the gradient of the learnable (KG) relation weights, see
+            :func:`_relation_pair_layout`; ``None`` when the graph has no KG edges.
     """
 
     offsets: dict[str, int]
@@ -39,6 +41,7 @@ class FlatGraph:
     rel: Tensor
     csr: tuple[Tensor, Tensor, Tensor] | None = None
     csr_t: tuple[Tensor, Tensor, Tensor] | None = None
+    rel_pairs: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -63,14 +66,24 @@ def relation_layout(edge_types: list[EdgeType], num_kg_relations: int) -> tuple[
 
 
 def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[EdgeType],
-                  num_kg_relations: int) -> FlatGraph:
+                  num_kg_relations: int, side_weight: float = 1.0) -> FlatGraph:
     """Concatenate ``data``'s node types and edge stores into a :class:`FlatGraph`.
 
     Within each edge type the weight is the symmetric LightGCN normalisation
-    :math:`1/\\sqrt{d_{out}(u)\\,d_{in}(v)}` (degrees counted inside that edge type);
-    a target reached by several edge types averages them (each weight is divided by
-    the number of edge types that reach the target). Edge types of ``edge_types`` that
-    ``data`` lacks (e.g. KG edges in an ablation) are skipped.
+    :math:`1/\\sqrt{d_{out}(u)\\,d_{in}(v)}` (degrees counted inside that edge type).
+    A target mixes its incoming edge types as
+
+    .. math::
+        \\mathbf{h}_v' = \\frac{\\mathbf{m}^{\\text{ui}}_v + \\beta\\,
+        \\operatorname{mean}_{t}\\,\\mathbf{m}^{t}_v}{1 + \\beta}
+
+    where :math:`\\mathbf{m}^{\\text{ui}}` is the user–item (``interacts`` /
+    ``rev_interacts``) message, :math:`t` ranges over the other edge types reaching
+    :math:`v` (tags, attributes, KG relations) and :math:`\\beta` is ``side_weight``.
+    A node reached by only one kind takes it whole (a cold item: side messages only).
+    Keeping the collaborative signal at a fixed share matters: averaging it with four
+    KG/tag edge types gave an item only a fifth of its users' signal. Edge types of
+    ``edge_types`` that ``data`` lacks (e.g. KG edges in an ablation) are skipped.
 
     Args:
         data: A :class:`~torch_geometric.data.HeteroData` (the full training graph or a
@@ -78,14 +91,18 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         node_types: Node types in the model's order.
         edge_types: Edge types in the model's order (fixes the structural relation ids).
         num_kg_relations: Number of KG relations (``edge_type`` attribute values).
+        side_weight: :math:`\\beta \\ge 0`, the weight of side (tag, attribute, KG)
+            messages relative to user–item messages.
     """
+    if side_weight < 0:
+        raise ValueError(f"side_weight must be >= 0; got {side_weight}.")
     offsets, sizes, start = {}, {}, 0
     for nt in node_types:
         n = int(data[nt].num_nodes) if nt in data.node_types else 0
         offsets[nt], sizes[nt] = start, n
         start += n
     structural = [et for et in edge_types if et[1] not in ("kg", "rev_kg")]
-    srcs, dsts, weights, rels = [], [], [], []
+    srcs, dsts, weights, rels, side = [], [], [], [], []
     device = None
     for et in edge_types:
         if et not in data.edge_types:
@@ -106,22 +123,57 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         dsts.append(ei[1] + offsets[dst_t])
         weights.append(w)
         rels.append(r)
+        side.append(rel_name not in ("interacts", "rev_interacts"))
     if not srcs:
         e = torch.empty(0, dtype=torch.long)
         layout = (torch.zeros(start + 1, dtype=torch.long), e, e)
         return FlatGraph(offsets, sizes, torch.empty(2, 0, dtype=torch.long), torch.empty(0), e, layout, layout)
     src, dst = torch.cat(srcs), torch.cat(dsts)
     weight, rel = torch.cat(weights), torch.cat(rels)
-    # average over the edge types that reach each target
+    # side edge types are averaged per target, then mixed with the user-item message
     num_nodes = start
-    types_in = torch.zeros(num_nodes, device=device)
-    for d in dsts:
-        reached = torch.zeros(num_nodes, dtype=torch.bool, device=device)
-        reached[d] = True
-        types_in += reached
-    weight = weight / types_in[dst].clamp(min=1)
+    side_types_in = torch.zeros(num_nodes, device=device)
+    has_ui = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+    for d, is_side in zip(dsts, side):
+        if is_side:
+            reached = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+            reached[d] = True
+            side_types_in += reached
+        else:
+            has_ui[d] = True
+    is_side = torch.cat([torch.full_like(d, s_, dtype=torch.bool) for d, s_ in zip(dsts, side)])
+    has_side = side_types_in > 0
+    both = (has_ui & has_side)[dst]
+    share = torch.where(is_side, torch.where(both, side_weight / (1 + side_weight), torch.ones_like(weight)),
+                        torch.where(both, 1 / (1 + side_weight), torch.ones_like(weight)))
+    weight = weight * share / torch.where(is_side, side_types_in[dst].clamp(min=1), torch.ones_like(weight))
+    learnable = rel >= len(structural)
+    pairs = _relation_pair_layout(src[learnable], dst[learnable], rel[learnable], weight[learnable],
+                                  num_nodes) if bool(learnable.any()) else None
     return FlatGraph(offsets, sizes, torch.stack([src, dst]), weight, rel,
-                     _csr_layout(src, dst, num_nodes), _csr_layout(dst, src, num_nodes))
+                     _csr_layout(src, dst, num_nodes), _csr_layout(dst, src, num_nodes), pairs)
+
+
+def _relation_pair_layout(src: Tensor, dst: Tensor, rel: Tensor, weight: Tensor,
+                          num_nodes: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Group edges by (relation, source) pair for the relation-weight gradient.
+
+    The gradient of a relation weight :math:`\\alpha_r` is
+    :math:`\\sum_{(s,r,d)} w_{sd}\\, \\langle g_d, x_s \\rangle
+    = \\sum_{s} \\langle x_s, \\sum_{d:(s,r,d)} w_{sd}\\, g_d \\rangle`: one sparse product
+    with rows = distinct (relation, source) pairs instead of an ``(E, d)`` edge-wise
+    product (many edges share a pair, e.g. an item's edges to entities of one relation).
+
+    Returns:
+        ``(crow, col, values, pair_src, pair_rel)``: a CSR matrix ``(P, num_nodes)`` of
+        base edge weights with one row per pair, and each pair's source node and relation.
+    """
+    key = rel * num_nodes + src
+    uniq, pair = torch.unique(key, return_inverse=True)
+    order = torch.argsort(pair * num_nodes + dst)
+    crow = torch.zeros(uniq.numel() + 1, dtype=torch.long, device=src.device)
+    crow[1:] = torch.cumsum(torch.bincount(pair, minlength=uniq.numel()), 0)
+    return crow, dst[order], weight[order].contiguous(), uniq % num_nodes, uniq // num_nodes
 
 
 def _csr_layout(src: Tensor, dst: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -45,6 +45,8 @@ class KGRecModel(nn.Module):
         score: ``"dot"`` or ``"cosine"``.
         dropout: Dropout on the input embeddings during training.
         init_std: Standard deviation of the id embeddings' normal initialisation.
+        side_weight: Weight of tag/attribute/KG messages relative to user–item messages
+            at a node that receives both (see :func:`~kgrec.nn.flatten_graph`).
 
     Shapes:
         :meth:`forward` returns ``{node_type: (num_nodes_in_data, hidden_channels)}``.
@@ -63,6 +65,7 @@ class KGRecModel(nn.Module):
         score: Literal["dot", "cosine"] = "dot",
         dropout: float = 0.0,
         init_std: float = 0.1,
+        side_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if hidden_channels <= 0 or num_layers < 0:
@@ -80,6 +83,9 @@ class KGRecModel(nn.Module):
         self.score_fn = score
         self.use_text = use_text
         self.dropout = dropout
+        if side_weight < 0:
+            raise ConfigError(f"The 'side_weight' parameter must be >= 0; got {side_weight}.")
+        self.side_weight = side_weight
         self.text_proj = nn.ModuleDict()
         if use_text:
             for nt, dim in text_dims.items():
@@ -121,9 +127,13 @@ class KGRecModel(nn.Module):
             n_id = store.n_id if "n_id" in store else torch.arange(n, device=device)
             h = None
             if nt in self.id_emb:
-                h = self.id_emb[nt](n_id)
+                # nodes added after training (new users/items at inference) have no id embedding
+                emb = self.id_emb[nt]
+                known = n_id < emb.num_embeddings
+                safe = n_id.clamp(max=emb.num_embeddings - 1)
+                h = emb(safe) * known.unsqueeze(-1)
                 if hasattr(self, f"id_mask_{nt}"):
-                    h = h * getattr(self, f"id_mask_{nt}")[n_id].unsqueeze(-1)
+                    h = h * getattr(self, f"id_mask_{nt}")[safe].unsqueeze(-1)
             if nt in self.text_proj and "x" in store:
                 t = self.project_text(nt, store.x)
                 h = t if h is None else h + t
@@ -134,7 +144,7 @@ class KGRecModel(nn.Module):
 
     def flatten(self, data: HeteroData) -> FlatGraph:
         """Precompute the propagation graph of ``data`` (reuse it for a fixed full graph)."""
-        return flatten_graph(data, self.node_types, self.edge_types, self.num_kg_relations)
+        return flatten_graph(data, self.node_types, self.edge_types, self.num_kg_relations, self.side_weight)
 
     # ---------------------------------------------------------------- forward
     def forward(self, data: HeteroData, flat: FlatGraph | None = None) -> dict[str, Tensor]:

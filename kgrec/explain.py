@@ -1,0 +1,245 @@
+"""Why was an item recommended? Graph paths from the user to the item, ranked and put in words.
+
+For a (user, item) pair the :class:`Explainer` builds a small :mod:`networkx` graph over
+the pair's neighbourhood — the user, the items the user interacted with in training,
+and the target item's tags, KG entities, KG-linked items and co-users — and enumerates
+the simple paths of up to three hops from the user to the item:
+
+* ``user → liked item → tag → item`` ("Because you liked Heat (1995), which shares its
+  genre Thriller with Ronin (1998).")
+* ``user → liked item → KG entity → item`` ("... which shares its director with ...")
+* ``user → liked item → item`` over a KG relation ("... whose sequel is ...")
+* ``user → liked item → other user → item`` (co-interaction: "... 37 people who liked it
+  also liked ...", one path shown, the count reported).
+
+Every hop is an edge of the training graph. A path's strength is the cosine of the
+liked item's and the target item's final embeddings (how close the model put them),
+divided by :math:`\\log_2(2 + \\deg(c))` of the connecting node :math:`c`, so a shared
+director counts more than a shared "Drama" and a niche co-user more than a hub. The
+co-interaction count multiplies a co-interaction path's strength by
+:math:`\\log_2(1 + n)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import math
+
+import networkx as nx
+import torch
+
+from kgrec.errors import ConfigError
+from kgrec.graph import INTERACTS
+
+__all__ = ["Explanation", "Explainer", "humanize_relation"]
+
+#: Freebase-style relation names to words (anything else: last dotted part, underscores to spaces).
+_RELATION_WORDS = {
+    "directed_by": "director", "director": "director", "written_by": "writer", "writer": "writer",
+    "produced_by": "producer", "producer": "producer", "actor": "actor", "starring": "actor",
+    "genre": "genre", "films_in_this_genre": "genre", "film_genre": "genre",
+    "award_won": "award", "award_nomination": "award nomination", "language": "language",
+    "country": "country", "production_companies": "production company", "production_company": "production company",
+    "rating": "content rating", "content_rating": "content rating", "subjects": "subject", "film_subject": "subject",
+    "cinematography": "cinematographer", "cinematographer": "cinematographer", "sequel": "sequel",
+    "prequel": "prequel",
+}
+
+
+def humanize_relation(name: str) -> str:
+    """``"film.film.directed_by"`` -> ``"director"``; ``"film.director.film"`` -> ``"director"``.
+
+    Freebase names read ``domain.type.property``; when the property is the item type
+    itself (``film.director.film``: director -> film) the type names the role.
+    """
+    parts = [p for p in str(name).split(".") if p]
+    if not parts:
+        return str(name)
+    word = parts[-1]
+    if len(parts) >= 2 and word == parts[0]:  # film.director.film, film.writer.film
+        word = parts[-2]
+    if word in _RELATION_WORDS:
+        return _RELATION_WORDS[word]
+    for suffix in ("_of", "_by", "_in"):  # sequel_of -> sequel, born_in -> born
+        if word.endswith(suffix) and len(word) > len(suffix):
+            word = word[: -len(suffix)]
+            break
+    return _RELATION_WORDS.get(word, word.replace("_", " "))
+
+
+@dataclass
+class Explanation:
+    """One path from a user to a recommended item.
+
+    Attributes:
+        kind: ``tag``, ``kg_entity``, ``kg_item`` or ``co_interaction``.
+        path: The hops as ``(node_type, raw_id)`` from the user to the item.
+        relations: The edge label of each hop (``interacts``, ``has_tag``, KG relation names...).
+        via: The liked item the path goes through (raw id).
+        score: Path strength (higher first).
+        text: The path as a sentence.
+        support: How many parallel paths this one stands for (co-interaction: co-users).
+    """
+
+    kind: str
+    path: list[tuple[str, str]]
+    relations: list[str]
+    via: str
+    score: float
+    text: str
+    support: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "score": self.score, "via": self.via,
+                "support": self.support, "path": [f"{t}:{i}" for t, i in self.path], "relations": self.relations}
+
+
+class Explainer:
+    """Path explanations over a :class:`kgrec.Recommender`'s training graph (see the module docs)."""
+
+    def __init__(self, recommender) -> None:
+        self.rec = recommender
+        data = recommender.data
+        self.adj: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        for et in data.edge_types:
+            ei = data[et].edge_index.cpu()
+            rel = data[et].edge_type.cpu() if "edge_type" in data[et] else None
+            self.adj[et] = (ei[0], ei[1], rel)
+        self.degree = {nt: torch.zeros(int(data[nt].num_nodes)) for nt in data.node_types}
+        for et, (src, _, _) in self.adj.items():
+            self.degree[et[0]] += torch.bincount(src, minlength=self.degree[et[0]].numel()).float()
+
+    def _out(self, et, node: int):
+        if et not in self.adj:
+            return torch.empty(0, dtype=torch.long), None
+        src, dst, rel = self.adj[et]
+        mask = src == node
+        return dst[mask], (rel[mask] if rel is not None else None)
+
+    def _name(self, node_type: str, index: int) -> str:
+        if node_type == "item":
+            return self.rec.item_names[index]
+        raw = self.rec.vocabs[node_type][index]
+        return raw.split("=", 1)[1] if node_type == "tag" and "=" in raw else raw
+
+    def neighbourhood(self, user: int, item: int) -> nx.MultiDiGraph:
+        """The pair's neighbourhood as a directed multigraph; edge attribute ``label``."""
+        g = nx.MultiDiGraph()
+        u, t = ("user", user), ("item", item)
+        liked, _ = self._out(INTERACTS, user)
+        liked_set = set(liked.tolist())
+        for j in liked_set:
+            g.add_edge(u, ("item", j), label="interacts")
+        # connectors of the target item, then which liked items reach them
+        for et in self.adj:
+            if et[0] != "item" or et[2] == "user":
+                continue
+            if et[1] == "rev_interacts":
+                continue
+            conn, rel = self._out(et, item)  # item -> connector; the reverse edge connector -> item exists
+            rev = (et[2], "rev_" + et[1] if not et[1].startswith("rev_") else et[1][4:], et[0])
+            if rev not in self.adj:
+                continue
+            for c, r in zip(conn.tolist(), (rel.tolist() if rel is not None else [None] * len(conn))):
+                label = self.rec.relations[r] if r is not None else et[1]
+                if et[2] == "item" and c in liked_set:  # a direct KG link between a liked item and the target
+                    # target --et--> c, so c --reverse--> target; forward: "c's <relation> is target"
+                    g.add_edge(("item", c), t, label=label, kind="kg_item", forward=et[1].startswith("rev_"))
+                    continue
+                if et[2] == "item":
+                    continue
+                # liked items with the same connector: liked --et--> c --rev--> target
+                src, dst, srel = self.adj[et]
+                hit = (dst == c) & torch.isin(src, liked) if liked.numel() else torch.zeros_like(dst, dtype=torch.bool)
+                if srel is not None:
+                    hit &= srel == r
+                for j in src[hit].unique().tolist():
+                    g.add_edge(("item", j), (et[2], c), label=label)
+                    g.add_edge((et[2], c), t, label=label, kind="tag" if et[2] == "tag" else "kg_entity")
+        # co-interaction: users of the target who also liked one of the user's items
+        ui_src, ui_dst, _ = self.adj[INTERACTS]
+        co_users = ui_src[ui_dst == item]
+        co_users = co_users[co_users != user]
+        if co_users.numel() and liked.numel():
+            pairs = torch.isin(ui_src, co_users) & torch.isin(ui_dst, liked)
+            for v, j in zip(ui_src[pairs].tolist(), ui_dst[pairs].tolist()):
+                g.add_edge(("item", j), ("user", v), label="rev_interacts")
+                g.add_edge(("user", v), t, label="interacts", kind="co_interaction")
+        return g
+
+    def explain(self, user: str, item: str, k: int = 3) -> list[Explanation]:
+        """The ``k`` strongest explanations (fewer when fewer paths exist)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise ConfigError(f"k must be a positive integer; got {k!r}.")
+        u = self.rec._user_index([user])[0]
+        t = self.rec._item_index([item])[0]
+        g = self.neighbourhood(u, t)
+        src, dst = ("user", u), ("item", t)
+        if src not in g or dst not in g:
+            return []
+        unit = self.rec._item_unit
+        co: dict[int, list] = {}
+        found: list[Explanation] = []
+        seen_keys = set()
+        for path in nx.all_simple_paths(g, src, dst, cutoff=3):
+            if len(path) < 3 or path[1][0] != "item":
+                continue
+            via = path[1][1]
+            labels = [next(iter(g.get_edge_data(a, b).values()))["label"] for a, b in zip(path, path[1:])]
+            closeness = float(unit[via] @ unit[t])
+            if len(path) == 4 and path[2][0] == "user":  # co-interaction, grouped per liked item
+                co.setdefault(via, []).append((path, labels))
+                continue
+            key = tuple(path)
+            if key in seen_keys:
+                continue
+            seen_keys.add(key)
+            if len(path) == 3:  # liked item --KG relation--> target
+                forward = next(iter(g.get_edge_data(path[1], path[2]).values())).get("forward", True)
+                found.append(self._make("kg_item", path, labels, via, closeness, 1, forward=forward))
+            else:
+                c_type, c = path[2]
+                strength = closeness / math.log2(2 + float(self.degree[c_type][c]))
+                found.append(self._make("tag" if c_type == "tag" else "kg_entity", path, labels, via, strength, 1))
+        for via, paths in co.items():
+            closeness = float(unit[via] @ unit[t])
+            best = min(paths, key=lambda p: float(self.degree["user"][p[0][2][1]]))
+            hub = math.log2(2 + float(self.degree["user"][best[0][2][1]]))
+            found.append(self._make("co_interaction", best[0], best[1], via,
+                                    closeness * math.log2(1 + len(paths)) / hub, len(paths)))
+        found.sort(key=lambda e: -e.score)
+        # one explanation per (liked item, kind) keeps the top-k varied
+        out, used = [], set()
+        for e in found:
+            if (e.via, e.kind) in used:
+                continue
+            used.add((e.via, e.kind))
+            out.append(e)
+            if len(out) == k:
+                break
+        return out
+
+    def _make(self, kind, path, labels, via, score, support, forward: bool = True) -> Explanation:
+        names = {"liked": self._name("item", via), "target": self._name("item", path[-1][1])}
+        if kind == "kg_item":
+            rel = humanize_relation(labels[1])
+            text = (f"Because you liked {names['liked']}, whose {rel} is {names['target']}." if forward else
+                    f"Because you liked {names['liked']}, which is the {rel} of {names['target']}.")
+        elif kind == "tag":
+            field_name = self.rec.vocabs["tag"][path[2][1]].split("=", 1)[0].replace("_", " ")
+            text = (f"Because you liked {names['liked']}, which shares its {field_name} "
+                    f"{self._name('tag', path[2][1])} with {names['target']}.")
+        elif kind == "kg_entity":
+            role = humanize_relation(labels[1])
+            entity = self._name("entity", path[2][1])
+            article = "an" if role[:1] in "aeiou" else "a"
+            text = (f"Because you liked {names['liked']}, which shares {article} {role} ({entity}) "
+                    f"with {names['target']}.")
+        else:
+            people = "person" if support == 1 else "people"
+            text = (f"Because you liked {names['liked']}: {support} {people} who liked it "
+                    f"also liked {names['target']}.")
+        hops = [(nt, self.rec.vocabs[nt][i]) for nt, i in path]
+        return Explanation(kind, hops, labels, self.rec.vocabs["item"][via], float(score), text, int(support))
