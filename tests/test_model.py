@@ -297,3 +297,25 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path):
         atomic_write(target, explode)
     assert target.read_text() == "{}"  # the old content survives
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.json"]  # no temp file left
+
+
+def test_sampled_subgraph_with_full_fanout_reproduces_full_graph_embeddings(synthetic_graph):
+    """Sampled training normalises by full-graph degrees, so it propagates like evaluation does."""
+    from torch_geometric.loader import NodeLoader
+
+    from kgrec.sampler import HeteroNeighborSampler
+
+    data = synthetic_graph.data
+    model = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
+                       len(synthetic_graph.relations), hidden_channels=8, num_layers=2).eval()
+    with torch.no_grad():
+        full = model(data)["user"]
+        users = torch.arange(0, 20, 3)
+        loader = NodeLoader(data, HeteroNeighborSampler(data, num_neighbors=[-1, -1]), input_nodes=("user", users),
+                            batch_size=len(users))
+        batch = next(iter(loader))
+        unnormalised = model(batch)["user"][: len(users)]
+        model.set_full_graph(data)
+        sampled = model(batch)["user"][: len(users)]
+    assert torch.allclose(sampled, full[batch["user"].n_id[: len(users)]], atol=1e-5)
+    assert not torch.allclose(unnormalised, full[batch["user"].n_id[: len(users)]], atol=1e-3)

@@ -182,6 +182,7 @@ class KGRecModule(L.LightningModule):
         users, items = dm.train_edges()
         self.model.set_id_mask("user", torch.bincount(users, minlength=dm.graph.num_users) > 0)
         self.model.set_id_mask("item", torch.bincount(items, minlength=dm.graph.num_items) > 0)
+        self.model.set_full_graph(dm.graph.data)
         self._full = None
 
     # ---------------------------------------------------------------- steps

@@ -1,7 +1,7 @@
 """Neural building blocks of kgrec (plain ``torch.nn`` + PyG; no Lightning inside)."""
 
 from kgrec.nn.conv import RelationalLightConv
-from kgrec.nn.flatten import FlatGraph, flatten_graph, relation_layout
+from kgrec.nn.flatten import FlatGraph, flatten_graph, full_degrees, relation_layout
 from kgrec.nn.losses import alignment_loss, bpr_loss, sampled_softmax_loss
 from kgrec.nn.model import KGRecModel
 
@@ -12,6 +12,7 @@ __all__ = [
     "alignment_loss",
     "bpr_loss",
     "flatten_graph",
+    "full_degrees",
     "relation_layout",
     "sampled_softmax_loss",
 ]

@@ -12,7 +12,7 @@ from torch_geometric.utils import degree
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
-__all__ = ["FlatGraph", "flatten_graph", "relation_layout"]
+__all__ = ["FlatGraph", "flatten_graph", "full_degrees", "relation_layout"]
 
 EdgeType = tuple[str, str, str]
 
@@ -65,8 +65,19 @@ def relation_layout(edge_types: list[EdgeType], num_kg_relations: int) -> tuple[
     return total, learnable
 
 
+def full_degrees(data: HeteroData) -> dict[EdgeType, tuple[Tensor, Tensor]]:
+    """Out- and in-degree of every node per edge type of the full graph ``data``."""
+    out = {}
+    for et in data.edge_types:
+        ei = data[et].edge_index
+        out[et] = (degree(ei[0], int(data[et[0]].num_nodes), dtype=torch.float),
+                   degree(ei[1], int(data[et[2]].num_nodes), dtype=torch.float))
+    return out
+
+
 def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[EdgeType],
-                  num_kg_relations: int, side_weight: float = 1.0) -> FlatGraph:
+                  num_kg_relations: int, side_weight: float = 1.0,
+                  degrees: dict[EdgeType, tuple[Tensor, Tensor]] | None = None) -> FlatGraph:
     """Concatenate ``data``'s node types and edge stores into a :class:`FlatGraph`.
 
     Within each edge type the weight is the symmetric LightGCN normalisation
@@ -93,6 +104,13 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         num_kg_relations: Number of KG relations (``edge_type`` attribute values).
         side_weight: :math:`\\beta \\ge 0`, the weight of side (tag, attribute, KG)
             messages relative to user–item messages.
+        degrees: Full-graph degrees (:func:`full_degrees`) for a *sampled* subgraph
+            (node stores with ``n_id``). A sampled target sees only some of its
+            neighbours; each edge then weighs
+            :math:`\\sqrt{d_{in}(v)} / (\\sqrt{d_{out}(u)}\\, \\hat d_{in}(v))` with full-graph
+            degrees :math:`d` and the sampled in-degree :math:`\\hat d`, an unbiased estimate
+            of the full-graph aggregation, so training on sampled subgraphs matches the
+            full-graph propagation used at evaluation.
     """
     if side_weight < 0:
         raise ValueError(f"side_weight must be >= 0; got {side_weight}.")
@@ -114,7 +132,12 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         src_t, rel_name, dst_t = et
         d_out = degree(ei[0], sizes[src_t], dtype=torch.float)
         d_in = degree(ei[1], sizes[dst_t], dtype=torch.float)
-        w = (d_out[ei[0]] * d_in[ei[1]]).rsqrt()
+        if degrees is not None and et in degrees and "n_id" in data[src_t] and "n_id" in data[dst_t]:
+            g_out, g_in = (d.to(ei.device) for d in degrees[et])
+            g_out, g_in = g_out[data[src_t].n_id[ei[0]]], g_in[data[dst_t].n_id[ei[1]]]
+            w = g_in.sqrt() / (g_out.sqrt() * d_in[ei[1]])
+        else:
+            w = (d_out[ei[0]] * d_in[ei[1]]).rsqrt()
         if rel_name in ("kg", "rev_kg"):
             r = len(structural) + 2 * data[et].edge_type + (1 if rel_name == "rev_kg" else 0)
         else:

@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError
 from kgrec.nn.conv import RelationalLightConv
-from kgrec.nn.flatten import FlatGraph, flatten_graph, relation_layout
+from kgrec.nn.flatten import FlatGraph, flatten_graph, full_degrees, relation_layout
 
 __all__ = ["KGRecModel"]
 
@@ -142,9 +142,20 @@ class KGRecModel(nn.Module):
             out[nt] = F.dropout(h, self.dropout, self.training)
         return out
 
+    def set_full_graph(self, data: HeteroData) -> None:
+        """Remember the full training graph's degrees: sampled subgraphs are normalised by them."""
+        self._degrees = full_degrees(data)
+
     def flatten(self, data: HeteroData) -> FlatGraph:
-        """Precompute the propagation graph of ``data`` (reuse it for a fixed full graph)."""
-        return flatten_graph(data, self.node_types, self.edge_types, self.num_kg_relations, self.side_weight)
+        """Precompute the propagation graph of ``data`` (reuse it for a fixed full graph).
+
+        A sampled subgraph (node stores carrying ``n_id``) is normalised with the full
+        graph's degrees when :meth:`set_full_graph` was called.
+        """
+        degrees = getattr(self, "_degrees", None)
+        sampled = any("n_id" in data[nt] for nt in data.node_types)
+        return flatten_graph(data, self.node_types, self.edge_types, self.num_kg_relations, self.side_weight,
+                             degrees=degrees if sampled else None)
 
     # ---------------------------------------------------------------- forward
     def forward(self, data: HeteroData, flat: FlatGraph | None = None) -> dict[str, Tensor]:
