@@ -76,10 +76,11 @@ def test_side_messages_get_a_fixed_share(synthetic_graph):
         [et for et in data.edge_types if et[1] not in ("kg", "rev_kg")]) if et[1] in ("interacts", "rev_interacts")]))
     dst = flat.edge_index[1]
     has_ui = torch.zeros(flat.num_nodes, dtype=torch.bool)
-    has_ui[dst[ui]] = True
-    mixed = has_ui[dst]  # edges into nodes that receive user-item messages too
+    for nt in ("user", "item"):  # node types that receive user-item messages (cold items included)
+        has_ui[flat.offsets[nt]:flat.offsets[nt] + flat.sizes[nt]] = True
+    mixed = has_ui[dst]
     assert (~ui & mixed).any() and (~ui & ~mixed).any()
-    # beta = 0: side messages vanish wherever there is collaborative signal, stay elsewhere (cold nodes)
+    # beta = 0: side messages vanish for users and items, stay for tags and entities
     assert (flats[0.0].edge_weight[~ui & mixed] == 0).all()
     assert (flats[0.0].edge_weight[~ui & ~mixed] > 0).all()
     # side share beta / (1 + beta), user-item share 1 / (1 + beta), relative to beta = 1 (1/2 each)

@@ -83,6 +83,8 @@ class KGRecModule(L.LightningModule):
         dropout: Dropout on input embeddings.
         side_weight: Weight of tag/attribute/KG messages relative to user–item messages
             (see :func:`kgrec.nn.flatten_graph`).
+        id_dropout: Share of items trained without their id embedding per step (cold-start
+            robustness; see :class:`kgrec.nn.KGRecModel`).
         eval_ks: Cut-offs logged at validation / test.
     """
 
@@ -103,8 +105,9 @@ class KGRecModule(L.LightningModule):
         align_stop_graph: bool = True,
         lr: float = 5e-3,
         weight_decay: float = 0.0,
-        dropout: float = 0.0,
-        side_weight: float = 1.0,
+        dropout: float = 0.2,
+        side_weight: float = 0.1,
+        id_dropout: float = 0.0,
         eval_ks: tuple[int, ...] = (10, 20, 50),
     ) -> None:
         super().__init__()
@@ -133,6 +136,7 @@ class KGRecModule(L.LightningModule):
             score=score,
             dropout=dropout,
             side_weight=side_weight,
+            id_dropout=id_dropout,
         )
         self.align = align_weight > 0 and use_text
         self._full: HeteroData | None = None

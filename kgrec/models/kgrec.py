@@ -52,6 +52,9 @@ class KGRec(BaseRecommender):
         kg_min_degree: Drop KG entities with fewer KG edges than this (1 keeps all).
         use_id_embeddings: Learn id embeddings.
         align_weight: Text–graph alignment loss weight (0: ``kgrec-noalign``).
+        dropout: Dropout on the input embeddings (the main regulariser on ml-100k).
+        side_weight: Share of tag/attribute/KG messages relative to user–item messages
+            (see :func:`kgrec.nn.flatten_graph`).
         score_fn: ``dot`` or ``cosine`` scores.
         in_batch_negatives: Also use in-batch positives as negatives (softmax loss).
         loss: ``softmax`` or ``bpr``.
@@ -84,6 +87,8 @@ class KGRec(BaseRecommender):
         kg_min_degree: int = 2,
         use_id_embeddings: bool = True,
         align_weight: float = 0.1,
+        dropout: float = 0.2,
+        side_weight: float = 0.1,
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
         loss: Literal["softmax", "bpr"] = "softmax",
@@ -105,6 +110,8 @@ class KGRec(BaseRecommender):
         self.kg_min_degree = kg_min_degree
         self.use_id_embeddings = use_id_embeddings
         self.align_weight = align_weight
+        self.dropout = dropout
+        self.side_weight = side_weight
         self.score_fn = score_fn
         self.in_batch_negatives = in_batch_negatives
         self.loss = loss
@@ -135,7 +142,7 @@ class KGRec(BaseRecommender):
             use_id_embeddings=self.use_id_embeddings, use_text=self.use_text, score=self.score_fn,
             in_batch_negatives=self.in_batch_negatives,
             loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
-            align_weight=self.align_weight, lr=self.lr,
+            align_weight=self.align_weight, lr=self.lr, dropout=self.dropout, side_weight=self.side_weight,
         )
         with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)

@@ -44,9 +44,13 @@ class KGRecModel(nn.Module):
         use_text: Use text features as input (``False``: ids only).
         score: ``"dot"`` or ``"cosine"``.
         dropout: Dropout on the input embeddings during training.
-        init_std: Standard deviation of the id embeddings' normal initialisation.
+        init_std: Standard deviation of the user and item id embeddings' normal
+            initialisation (tag and entity id embeddings start at zero).
         side_weight: Weight of tag/attribute/KG messages relative to user–item messages
             at a node that receives both (see :func:`~kgrec.nn.flatten_graph`).
+        id_dropout: During training, the share of items whose id embedding is dropped
+            for a step (as in DropoutNet), so the text projection and side edges learn to
+            place an item alone — what a cold item has.
 
     Shapes:
         :meth:`forward` returns ``{node_type: (num_nodes_in_data, hidden_channels)}``.
@@ -66,6 +70,7 @@ class KGRecModel(nn.Module):
         dropout: float = 0.0,
         init_std: float = 0.1,
         side_weight: float = 1.0,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if hidden_channels <= 0 or num_layers < 0:
@@ -86,6 +91,9 @@ class KGRecModel(nn.Module):
         if side_weight < 0:
             raise ConfigError(f"The 'side_weight' parameter must be >= 0; got {side_weight}.")
         self.side_weight = side_weight
+        if not 0 <= id_dropout < 1:
+            raise ConfigError(f"The 'id_dropout' parameter must be in [0, 1); got {id_dropout}.")
+        self.id_dropout = id_dropout
         self.text_proj = nn.ModuleDict()
         if use_text:
             for nt, dim in text_dims.items():
@@ -95,7 +103,12 @@ class KGRecModel(nn.Module):
         for nt, n in num_nodes.items():
             if use_id_embeddings or nt not in self.text_proj:
                 emb = nn.Embedding(n, hidden_channels)
-                nn.init.normal_(emb.weight, std=init_std)
+                if nt in ("user", "item"):
+                    nn.init.normal_(emb.weight, std=init_std)
+                else:
+                    # tags and KG entities start at zero: one that never receives a gradient
+                    # (e.g. an actor of cold items only) then adds nothing instead of noise
+                    nn.init.zeros_(emb.weight)
                 self.id_emb[nt] = emb
         num_rel, learnable = relation_layout(self.edge_types, num_kg_relations)
         self.convs = nn.ModuleList(
@@ -134,6 +147,10 @@ class KGRecModel(nn.Module):
                 h = emb(safe) * known.unsqueeze(-1)
                 if hasattr(self, f"id_mask_{nt}"):
                     h = h * getattr(self, f"id_mask_{nt}")[safe].unsqueeze(-1)
+                if self.training and self.id_dropout > 0 and nt == "item" and nt in self.text_proj:
+                    # train some items as if cold: their text and side edges must carry them
+                    keep = torch.rand(h.size(0), 1, device=h.device) >= self.id_dropout
+                    h = h * keep
             if nt in self.text_proj and "x" in store:
                 t = self.project_text(nt, store.x)
                 h = t if h is None else h + t
