@@ -279,14 +279,18 @@ def build_graph(
     return graph
 
 
-def prune_entities(graph: GraphData, min_degree: int) -> GraphData:
-    """A copy of ``graph`` without KG entities that have fewer than ``min_degree`` KG edges.
+def prune_entities(graph: GraphData, min_degree: int, max_degree: int | None = None) -> GraphData:
+    """A copy of ``graph`` without KG entities that have fewer than ``min_degree`` or more
+    than ``max_degree`` KG edges.
 
-    The caller's graph is not changed. An entity met by one KG edge only (most actors of ml-100k's Freebase KG) links no two
-    items, so it carries no collaborative signal but costs propagation time.
+    The caller's graph is not changed. An entity met by one KG edge only (most actors of
+    ml-100k's Freebase KG) links no two items, so it carries no collaborative signal but
+    costs propagation time. A hub entity (the English language, the USA, a rating class)
+    links most of the catalogue: its message is the average item, which says nothing
+    about taste and swamps a cold item's own signal.
     """
     data = graph.data
-    if min_degree <= 1 or "entity" not in data.node_types:
+    if "entity" not in data.node_types or (min_degree <= 1 and max_degree is None):
         return graph
     deg = torch.zeros(data["entity"].num_nodes, dtype=torch.long)
     for et in data.edge_types:
@@ -296,7 +300,10 @@ def prune_entities(graph: GraphData, min_degree: int) -> GraphData:
                 deg += torch.bincount(ei[0], minlength=deg.numel())
             if et[2] == "entity":
                 deg += torch.bincount(ei[1], minlength=deg.numel())
-    keep = torch.nonzero(deg >= min_degree).view(-1)
+    ok = deg >= min_degree
+    if max_degree is not None:
+        ok &= deg <= max_degree
+    keep = torch.nonzero(ok).view(-1)
     vocabs = dict(graph.vocabs)
     vocabs["entity"] = Vocab(graph.vocabs["entity"].ids[keep.numpy()], "entity")
     return GraphData(data.subgraph({"entity": keep}), vocabs, list(graph.relations), graph.dataset_name)

@@ -89,8 +89,10 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         \\operatorname{mean}_{t}\\,\\mathbf{m}^{t}_v}{1 + \\beta}
 
     where :math:`\\mathbf{m}^{\\text{ui}}` is the user–item (``interacts`` /
-    ``rev_interacts``) message, :math:`t` ranges over the other edge types reaching
-    :math:`v` (tags, attributes, KG relations) and :math:`\\beta` is ``side_weight``.
+    ``rev_interacts``) message, :math:`t` ranges over the side groups reaching :math:`v`
+    — each tag or attribute edge type, and all KG edge types as one group (itself the
+    mean of its edge types), so four KG edge types do not drown an item's genre tags —
+    and :math:`\\beta` is ``side_weight``.
     The mix is per node type: users and items always weigh side messages
     :math:`\\beta/(1+\\beta)`, also a cold item without user–item messages (scaling its
     side messages up to 1 put cold items on another scale than the warm ones the users
@@ -124,7 +126,7 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         offsets[nt], sizes[nt] = start, n
         start += n
     structural = [et for et in edge_types if et[1] not in ("kg", "rev_kg")]
-    srcs, dsts, weights, rels, side = [], [], [], [], []
+    srcs, dsts, weights, rels, side, groups = [], [], [], [], [], []
     device = None
     for et in edge_types:
         if et not in data.edge_types:
@@ -151,6 +153,7 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         weights.append(w)
         rels.append(r)
         side.append(rel_name not in ("interacts", "rev_interacts"))
+        groups.append("kg" if rel_name in ("kg", "rev_kg") else rel_name)
     if not srcs:
         e = torch.empty(0, dtype=torch.long)
         layout = (torch.zeros(start + 1, dtype=torch.long), e, e)
@@ -166,17 +169,25 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
     for et in edge_types:
         if et in data.edge_types and et[1] in ("interacts", "rev_interacts"):
             has_ui[offsets[et[2]]:offsets[et[2]] + sizes[et[2]]] = True
-    for d, is_side in zip(dsts, side):
+    # side messages: the mean over groups (each tag/attribute edge type; all KG edge types
+    # together), each group the mean over its edge types reaching the target
+    group_reach: dict[str, Tensor] = {}
+    for d, is_side, g in zip(dsts, side, groups):
         if is_side:
             reached = torch.zeros(num_nodes, dtype=torch.bool, device=device)
             reached[d] = True
-            side_types_in += reached
+            group_reach[g] = group_reach.get(g, torch.zeros(num_nodes, device=device)) + reached
+    groups_in = sum((c > 0).float() for c in group_reach.values()) if group_reach else side_types_in
+    divisor = torch.cat([
+        (groups_in[d] * group_reach[g][d]).clamp(min=1) if is_side else torch.ones(d.numel(), device=device)
+        for d, is_side, g in zip(dsts, side, groups)
+    ])
     is_side = torch.cat([torch.full_like(d, s_, dtype=torch.bool) for d, s_ in zip(dsts, side)])
-    has_side = side_types_in > 0
+    has_side = groups_in > 0
     both = (has_ui & has_side)[dst]
     share = torch.where(is_side, torch.where(both, side_weight / (1 + side_weight), torch.ones_like(weight)),
                         torch.where(both, 1 / (1 + side_weight), torch.ones_like(weight)))
-    weight = weight * share / torch.where(is_side, side_types_in[dst].clamp(min=1), torch.ones_like(weight))
+    weight = weight * share / divisor
     learnable = rel >= len(structural)
     pairs = _relation_pair_layout(src[learnable], dst[learnable], rel[learnable], weight[learnable],
                                   num_nodes) if bool(learnable.any()) else None
