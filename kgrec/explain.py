@@ -10,7 +10,9 @@ the simple paths of up to three hops from the user to the item:
 * ``user → liked item → KG entity → item`` ("... which shares its director with ...")
 * ``user → liked item → item`` over a KG relation ("... whose sequel is ...")
 * ``user → liked item → other user → item`` (co-interaction: "... 37 people who liked it
-  also liked ...", one path shown, the count reported).
+  also liked ...", one path shown — through the least active of those people — and the
+  count reported; counted with tensor ops, so a popular item's thousands of co-users
+  cost one path in the networkx graph).
 
 Every hop is an edge of the training graph. A path's strength is the cosine of the
 liked item's and the target item's final embeddings (how close the model put them),
@@ -163,10 +165,19 @@ class Explainer:
         co_users = ui_src[ui_dst == item]
         co_users = co_users[co_users != user]
         if co_users.numel() and liked.numel():
+            # one representative path per liked item (through its least active co-user);
+            # the number of co-users travels on the edge as ``support``
             pairs = torch.isin(ui_src, co_users) & torch.isin(ui_dst, liked)
-            for v, j in zip(ui_src[pairs].tolist(), ui_dst[pairs].tolist()):
-                g.add_edge(("item", j), ("user", v), label="rev_interacts")
-                g.add_edge(("user", v), t, label="interacts", kind="co_interaction")
+            vs, js = ui_src[pairs], ui_dst[pairs]
+            if vs.numel():
+                order = torch.argsort(self.degree["user"][vs] * (vs.max() + 1) + vs, stable=True)
+                vs, js = vs[order], js[order]
+                uniq, inverse, counts = torch.unique(js, return_inverse=True, return_counts=True)
+                first = torch.full((uniq.numel(),), len(js), dtype=torch.long)
+                first.scatter_reduce_(0, inverse, torch.arange(len(js)), reduce="amin")
+                for j, v, n in zip(uniq.tolist(), vs[first].tolist(), counts.tolist()):
+                    g.add_edge(("item", j), ("user", v), label="rev_interacts", support=n)
+                    g.add_edge(("user", v), t, label="interacts", kind="co_interaction")
         return g
 
     def explain(self, user: str, item: str, k: int = 3) -> list[Explanation]:
@@ -205,10 +216,11 @@ class Explainer:
                 found.append(self._make("tag" if c_type == "tag" else "kg_entity", path, labels, via, strength, 1))
         for via, paths in co.items():
             closeness = float(unit[via] @ unit[t])
-            best = min(paths, key=lambda p: float(self.degree["user"][p[0][2][1]]))
-            hub = math.log2(2 + float(self.degree["user"][best[0][2][1]]))
-            found.append(self._make("co_interaction", best[0], best[1], via,
-                                    closeness * math.log2(1 + len(paths)) / hub, len(paths)))
+            path, labels = paths[0]
+            support = int(next(iter(g.get_edge_data(path[1], path[2]).values()))["support"])
+            hub = math.log2(2 + float(self.degree["user"][path[2][1]]))
+            found.append(self._make("co_interaction", path, labels, via,
+                                    closeness * math.log2(1 + support) / hub, support))
         found.sort(key=lambda e: -e.score)
         # one explanation per (liked item, kind) keeps the top-k varied
         out, used = [], set()

@@ -320,3 +320,21 @@ def test_sampled_subgraph_with_full_fanout_reproduces_full_graph_embeddings(synt
         sampled = model(batch)["user"][: len(users)]
     assert torch.allclose(sampled, full[batch["user"].n_id[: len(users)]], atol=1e-5)
     assert not torch.allclose(unnormalised, full[batch["user"].n_id[: len(users)]], atol=1e-3)
+
+
+def test_id_dropout_trains_items_as_if_cold(synthetic_graph):
+    data = synthetic_graph.data
+    args = ({nt: data[nt].num_nodes for nt in data.node_types}, {"item": 4}, data.edge_types,
+            len(synthetic_graph.relations))
+    with pytest.raises(ConfigError, match="id_dropout"):
+        KGRecModel(*args, id_dropout=1.0)
+    model = KGRecModel(*args, hidden_channels=8, id_dropout=0.5)
+    data = data.clone()
+    data["item"].x = torch.zeros(data["item"].num_nodes, 4)  # text adds nothing: only ids are seen
+    text = model.project_text("item", data["item"].x)
+    torch.manual_seed(0)
+    id_part = model.input_embeddings(data)["item"] - text
+    dropped = (id_part.abs().sum(-1) < 1e-7).float().mean()
+    assert 0.2 < dropped < 0.8  # about half the items lose their id embedding in a training step
+    model.eval()
+    assert ((model.input_embeddings(data)["item"] - text).abs().sum(-1) > 1e-7).all()  # never at evaluation

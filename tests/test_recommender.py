@@ -288,3 +288,22 @@ def test_cli_missing_and_corrupt_checkpoint(tmp_path, capsys):
     assert main(["explain", "--ckpt", str(bad), "--user", "u1", "--item", "i0"]) == 2
     err = capsys.readouterr().err
     assert "corrupt or not a kgrec checkpoint" in err and err.count("\n") == 1
+
+
+def test_new_node_placement_equals_a_full_graph_forward_pass(rec):
+    """The L-hop subgraph used to place a new node gives the full-graph embedding exactly."""
+    from kgrec.graph import INTERACTS
+    from kgrec.recommender import HAS_ATTRIBUTE
+
+    liked = [rec.item_ids.index(i) for i in ("i0", "i3", "i7")]
+    tag = rec.vocabs["tag"].index("gender=F")
+    new = rec.num_users
+    data = rec._with_node("user", rec._encode_text("user", "Gender: F. Liked: a film."), {
+        INTERACTS: ([new] * 3, liked, None), HAS_ATTRIBUTE: ([new], [tag], None)})
+    full = rec._forward(data)["user"][new]
+    assert torch.allclose(rec._place(data, "user"), full, atol=1e-5)
+    genre = rec.vocabs["tag"].index(next(t for t in rec.vocabs["tag"] if t.startswith("genre=")))
+    data = rec._with_node("item", rec._encode_text("item", "A film"), {
+        ("item", "has_tag", "tag"): ([rec.num_items], [genre], None),
+        ("item", "kg", "entity"): ([rec.num_items], [0], [1])})
+    assert torch.allclose(rec._place(data, "item"), rec._forward(data)["item"][rec.num_items], atol=1e-5)
