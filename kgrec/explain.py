@@ -19,7 +19,8 @@ liked item's and the target item's final embeddings (how close the model put the
 divided by :math:`\\log_2(2 + \\deg(c))` of the connecting node :math:`c`, so a shared
 director counts more than a shared "Drama" and a niche co-user more than a hub. The
 co-interaction count multiplies a co-interaction path's strength by
-:math:`\\log_2(1 + n)`.
+:math:`\\log_2(1 + n)`. The top ``k`` hold the best path of each kind found, then
+the strongest others (one per liked item and kind), ordered by strength.
 """
 
 from __future__ import annotations
@@ -222,16 +223,21 @@ class Explainer:
             found.append(self._make("co_interaction", path, labels, via,
                                     closeness * math.log2(1 + support) / hub, support))
         found.sort(key=lambda e: -e.score)
-        # one explanation per (liked item, kind) keeps the top-k varied
-        out, used = [], set()
+        # varied top-k: the best path of each kind first, one per (liked item, kind), then by score
+        out, used, kinds = [], set(), set()
         for e in found:
-            if (e.via, e.kind) in used:
-                continue
-            used.add((e.via, e.kind))
-            out.append(e)
+            if e.kind not in kinds:
+                kinds.add(e.kind)
+                used.add((e.via, e.kind))
+                out.append(e)
+        out = out[:k]
+        for e in found:
             if len(out) == k:
                 break
-        return out
+            if (e.via, e.kind) not in used:
+                used.add((e.via, e.kind))
+                out.append(e)
+        return sorted(out, key=lambda e: -e.score)
 
     def _make(self, kind, path, labels, via, score, support, forward: bool = True) -> Explanation:
         names = {"liked": self._name("item", via), "target": self._name("item", path[-1][1])}
