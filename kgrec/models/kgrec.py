@@ -75,6 +75,8 @@ class KGRec(BaseRecommender):
         "kgrec-nokg": {"use_kg": False},
         "kgrec-noalign": {"align_weight": 0.0},
         "kgrec-idonly": {"use_text": False, "use_kg": False, "use_side_info": False},
+        # alignment measured without the KG too (the KG changes what alignment can do for cold items)
+        "kgrec-nokg-noalign": {"use_kg": False, "align_weight": 0.0},
     }
 
     def __init__(
