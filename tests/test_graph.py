@@ -115,6 +115,14 @@ def test_prune_entities_drops_leaves_and_keeps_vocab_aligned(synthetic_graph):
     assert 0 < data["entity"].num_nodes < before
     assert len(pruned.vocabs["entity"]) == data["entity"].num_nodes
     assert data.validate()
+    assert (_kg_degree(pruned) >= 3).all()
+    # min_degree 1 keeps everything: the same graph comes back
+    assert prune_entities(synthetic_graph, 1) is synthetic_graph
+
+
+def _kg_degree(graph):
+    """KG edges per entity (forward edges, each triple counted once per entity end)."""
+    data = graph.data
     deg = torch.zeros(data["entity"].num_nodes, dtype=torch.long)
     for et in data.edge_types:
         if et[1] == "kg":
@@ -122,28 +130,15 @@ def test_prune_entities_drops_leaves_and_keeps_vocab_aligned(synthetic_graph):
                 deg += torch.bincount(data[et].edge_index[0], minlength=deg.numel())
             if et[2] == "entity":
                 deg += torch.bincount(data[et].edge_index[1], minlength=deg.numel())
-    assert (deg >= 3).all()
-    # min_degree 1 keeps everything: the same graph comes back
-    assert prune_entities(synthetic_graph, 1) is synthetic_graph
+    return deg
 
 
 def test_prune_entities_drops_hubs_above_max_degree(synthetic_graph):
     from kgrec.graph import prune_entities
 
-    def kg_degree(graph):
-        data = graph.data
-        deg = torch.zeros(data["entity"].num_nodes, dtype=torch.long)
-        for et in data.edge_types:
-            if et[1] == "kg":
-                if et[0] == "entity":
-                    deg += torch.bincount(data[et].edge_index[0], minlength=deg.numel())
-                if et[2] == "entity":
-                    deg += torch.bincount(data[et].edge_index[1], minlength=deg.numel())
-        return deg
-
-    full = kg_degree(synthetic_graph)
+    full = _kg_degree(synthetic_graph)
     cap = int(full.float().median())
     pruned = prune_entities(synthetic_graph, 1, max_degree=cap)
-    kept = kg_degree(pruned)
+    kept = _kg_degree(pruned)
     assert kept.numel() == int((full <= cap).sum()) and (kept <= cap).all()
     assert list(pruned.vocabs["entity"].ids) == [e for e, d in zip(synthetic_graph.vocabs["entity"].ids, full) if d <= cap]
