@@ -31,7 +31,7 @@ from torch_geometric.data import HeteroData
 from kgrec.errors import ConfigError, DataError, UnknownIdError
 from kgrec.graph import INTERACTS
 from kgrec.io import atomic_write
-from kgrec.serving import check_bundle, edge_key, encoder_from_spec
+from kgrec.serving import check_bundle, encoder_from_spec
 
 __all__ = ["Recommender"]
 
