@@ -23,7 +23,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from kgrec.data.dataset import Dataset
-from kgrec.errors import DataError, UnknownIdError
+from kgrec.errors import ConfigError, DataError, UnknownIdError
 from kgrec.split import Split
 
 __all__ = ["Vocab", "GraphData", "build_vocabs", "build_graph", "prune_entities", "split_to_index", "INTERACTS"]
@@ -289,6 +289,11 @@ def prune_entities(graph: GraphData, min_degree: int, max_degree: int | None = N
     links most of the catalogue: its message is the average item, which says nothing
     about taste and swamps a cold item's own signal.
     """
+    if max_degree is not None and max_degree < max(min_degree, 1):
+        raise ConfigError(
+            f"prune_entities: max_degree={max_degree} is below min_degree={min_degree}; it would drop every "
+            "entity. Use max_degree >= min_degree, or None to keep hubs."
+        )
     data = graph.data
     if "entity" not in data.node_types or (min_degree <= 1 and max_degree is None):
         return graph

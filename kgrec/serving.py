@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from kgrec.errors import ConfigError
+from kgrec.errors import ConfigError, DataError
 
 __all__ = ["SERVING_FORMAT", "serving_bundle", "encoder_spec", "encoder_from_spec"]
 
@@ -130,8 +130,6 @@ def _text_encoder_spec(dm) -> dict[str, Any] | None:
 
 def check_bundle(bundle: Any, where: str) -> dict[str, Any]:
     """Validate a bundle read from ``where``; a clear :class:`~kgrec.errors.DataError` otherwise."""
-    from kgrec.errors import DataError
-
     if not isinstance(bundle, dict):
         raise DataError(
             f"{where} has no kgrec serving data: it was not written by `kgrec fit` (or by a kgrec older "

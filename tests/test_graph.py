@@ -142,3 +142,7 @@ def test_prune_entities_drops_hubs_above_max_degree(synthetic_graph):
     kept = _kg_degree(pruned)
     assert kept.numel() == int((full <= cap).sum()) and (kept <= cap).all()
     assert list(pruned.vocabs["entity"].ids) == [e for e, d in zip(synthetic_graph.vocabs["entity"].ids, full) if d <= cap]
+    from kgrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_degree=1 is below min_degree=2"):
+        prune_entities(synthetic_graph, 2, max_degree=1)

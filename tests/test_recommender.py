@@ -186,6 +186,14 @@ def test_bad_queries_name_the_problem(rec):
         rec.similar_items("zz")
     with pytest.raises(ConfigError, match="1..60"):
         rec.top_users("i0", k=0)
+    with pytest.raises(ConfigError, match="node_type must be 'user' or 'item'; got 'tag'"):
+        rec.embeddings("tag")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_a_gpu(ckpt):
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        Recommender.from_checkpoint(ckpt, device="cuda")
 
 
 def test_bad_checkpoints_are_refused_clearly(ckpt, tmp_path):

@@ -162,7 +162,6 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
     weight, rel = torch.cat(weights), torch.cat(rels)
     # side edge types are averaged per target, then mixed with the user-item message
     num_nodes = start
-    side_types_in = torch.zeros(num_nodes, device=device)
     # the mix is fixed per node *type*: a cold item (no interaction edge) keeps the side
     # share a warm item gives its side messages, so its embedding lives on the same scale
     has_ui = torch.zeros(num_nodes, dtype=torch.bool, device=device)
@@ -177,7 +176,7 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
             reached = torch.zeros(num_nodes, dtype=torch.bool, device=device)
             reached[d] = True
             group_reach[g] = group_reach.get(g, torch.zeros(num_nodes, device=device)) + reached
-    groups_in = sum((c > 0).float() for c in group_reach.values()) if group_reach else side_types_in
+    groups_in = sum(((c > 0).float() for c in group_reach.values()), torch.zeros(num_nodes, device=device))
     divisor = torch.cat([
         (groups_in[d] * group_reach[g][d]).clamp(min=1) if is_side else torch.ones(d.numel(), device=device)
         for d, is_side, g in zip(dsts, side, groups)
