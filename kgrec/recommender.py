@@ -29,7 +29,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError, DataError, UnknownIdError
-from kgrec.graph import INTERACTS
+from kgrec.graph import INTERACTS, Vocab
 from kgrec.io import atomic_write
 from kgrec.serving import check_bundle, encoder_from_spec
 
@@ -68,7 +68,7 @@ class Recommender:
         self._encoder = text_encoder
         self.relations: list[str] = list(bundle.get("relations", []))
         self.vocabs = {nt: list(ids) for nt, ids in bundle["vocabs"].items()}
-        self._index = {nt: {raw: i for i, raw in enumerate(ids)} for nt, ids in self.vocabs.items()}
+        self._vocab = {nt: Vocab(ids, nt) for nt, ids in self.vocabs.items()}  # raw id -> index
         self.item_names: list[str] = list(bundle["item_names"])
         self.data = self._build_data(bundle)
         self.cosine = model.score_fn == "cosine"
@@ -166,18 +166,17 @@ class Recommender:
         return list(self.vocabs["item"])
 
     def _lookup(self, node_type: str, raw_ids: Iterable, hint: str) -> list[int]:
-        index = self._index[node_type]
-        out = []
-        for raw in raw_ids:
-            key = str(raw)
-            if key not in index:
-                sample = ", ".join(repr(v) for v in self.vocabs[node_type][:3])
-                raise UnknownIdError(
-                    f"unknown {node_type} id {key!r}: the model knows {len(index):,} {node_type}s "
-                    f"(e.g. {sample}); {hint}"
-                )
-            out.append(index[key])
-        return out
+        vocab = self._vocab[node_type]
+        raw = [str(r) for r in raw_ids]
+        try:
+            return vocab.encode(raw).tolist()
+        except UnknownIdError:  # the same error, told in serving terms: what to do about it
+            bad = next(r for r in raw if r not in vocab)
+            sample = ", ".join(repr(v) for v in self.vocabs[node_type][:3])
+            raise UnknownIdError(
+                f"unknown {node_type} id {bad!r}: the model knows {len(vocab):,} {node_type}s "
+                f"(e.g. {sample}); {hint}"
+            ) from None
 
     def _user_index(self, users: Iterable) -> list[int]:
         return self._lookup("user", users, "list them with `kgrec ids --ckpt PATH --type user`; "
@@ -434,7 +433,7 @@ class Recommender:
                 raw += [f"{field}={v}" for v in values]
         else:
             raw = [str(t) for t in tags]
-        if raw and "tag" not in self._index:
+        if raw and "tag" not in self._vocab:
             raise ConfigError("the model was trained without tags; drop the tags argument.")
         return self._lookup("tag", raw, f"{node_type} tags are written field=value, as in the training data.")
 
@@ -505,7 +504,7 @@ class Recommender:
             :meth:`recommend`, :meth:`score`, :meth:`similar_items` and :meth:`explain`).
         """
         item_id = str(item_id)
-        if item_id in self._index["item"]:
+        if item_id in self._vocab["item"]:
             raise ConfigError(f"item id {item_id!r} already exists; choose a new id.")
         tag_idx = self._tags(tags, "item")
         kg_src, kg_dst, kg_rel, kg_item = [], [], [], ([], [], [])
@@ -514,13 +513,13 @@ class Recommender:
                 raise UnknownIdError(f"unknown KG relation {relation!r}; known relations: {', '.join(self.relations[:8])}"
                                      f"{', ...' if len(self.relations) > 8 else ''}.")
             rel = self.relations.index(relation)
-            if "entity" in self._index and str(entity) in self._index["entity"]:
+            if "entity" in self._vocab and str(entity) in self._vocab["entity"]:
                 kg_src.append(self.num_items)
-                kg_dst.append(self._index["entity"][str(entity)])
+                kg_dst.append(self._lookup("entity", [entity], "")[0])
                 kg_rel.append(rel)
-            elif str(entity) in self._index["item"]:
+            elif str(entity) in self._vocab["item"]:
                 kg_item[0].append(self.num_items)
-                kg_item[1].append(self._index["item"][str(entity)])
+                kg_item[1].append(self._lookup("item", [entity], "")[0])
                 kg_item[2].append(rel)
             else:
                 raise UnknownIdError(f"unknown KG entity {entity!r}: not an entity or item of the training graph.")
@@ -538,7 +537,7 @@ class Recommender:
         vec = self._place(data, "item")
         self.data = data
         self.vocabs["item"].append(item_id)
-        self._index["item"][item_id] = new
+        self._vocab["item"] = Vocab(self.vocabs["item"], "item")
         self.item_names.append(name)
         self.item_embeddings = torch.cat([self.item_embeddings, vec.unsqueeze(0)])
         self._item_unit = F.normalize(self.item_embeddings, dim=-1)
