@@ -160,6 +160,54 @@ def test_alignment_loss_decreases_and_cold_items_land_near_their_tags():
     assert wins >= 0.75 * len(cold)
 
 
+def test_cold_view_is_what_a_cold_item_gets():
+    dataset, split, graph = text_world("cold_item")
+    dm, module = make_module(graph, split)
+    model = module.model
+    users, items = dm.train_edges()
+    model.set_id_mask("item", torch.bincount(items, minlength=graph.num_items) > 0)
+    with torch.no_grad():
+        for conv in model.convs:  # non-trivial KG relation weights
+            conv.logit[conv.learnable] = torch.linspace(-1, 1, int(conv.learnable.sum()))
+    model.eval()
+    with torch.no_grad():
+        out = model(graph.data, cold_view=True)
+    cold = torch.tensor(graph.vocabs["item"].encode(sorted(split.cold_items)))
+    warm = torch.unique(items)
+    # a cold item has no interactions and no id embedding: its cold view is its embedding
+    assert torch.allclose(out["item_cold"][cold], out["item"][cold], atol=1e-6)
+    # a warm item's cold view drops its id embedding and its users' messages
+    assert (out["item_cold"][warm] - out["item"][warm]).norm(dim=-1).min() > 1e-4
+    assert "item_cold" not in model(graph.data)
+
+
+def test_cold_weight_trains_the_cold_view():
+    import lightning as L
+
+    L.seed_everything(0, verbose=False)
+    dataset, split, graph = text_world("cold_item")
+    with pytest.raises(ConfigError, match="cold_weight"):
+        make_module(graph, split, cold_weight=-1.0)
+    dm, module = make_module(graph, split, cold_weight=1.0, align_weight=0.0)
+    users, items = dm.train_edges()
+
+    def cold_loss():
+        module.model.eval()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            out = module.model(graph.data, cold_view=True)
+            return module._ranking_loss(out, users, items, item_key="item_cold").item()
+
+    before = cold_loss()
+    text_before = module.model.text_proj["item"].weight.detach().clone()
+    fit(module, dm, epochs=5)
+    assert cold_loss() < before
+    assert not torch.allclose(module.model.text_proj["item"].weight, text_before)
+    # without item text there is no cold view to train: the option is inert, not an error
+    _, notext = make_module(graph, split, cold_weight=1.0, use_text=False)
+    assert not notext.cold_view
+
+
 def test_fanouts_must_match_layers(synthetic_graph, synthetic_split):
     dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling="neighbor", num_neighbors=[5, 5, 5])
     module = KGRecModule(dm.graph_info, num_layers=2)

@@ -85,6 +85,11 @@ class KGRecModule(L.LightningModule):
             (see :func:`kgrec.nn.flatten_graph`).
         id_dropout: Share of items trained without their id embedding per step (cold-start
             robustness; see :class:`kgrec.nn.KGRecModel`).
+        cold_weight: Weight of the cold-view ranking loss: each batch item is also scored as
+            if it were cold (its projected text and its tag/KG messages only, see
+            ``KGRecModel.forward(cold_view=True)``) against the batch users, with the same
+            loss as the main ranking loss and the user side held fixed. This trains what
+            places a cold item on every training edge (0 disables it; it needs item text).
         eval_ks: Cut-offs logged at validation / test.
     """
 
@@ -108,6 +113,7 @@ class KGRecModule(L.LightningModule):
         dropout: float = 0.2,
         side_weight: float = 0.1,
         id_dropout: float = 0.0,
+        cold_weight: float = 0.0,
         eval_ks: tuple[int, ...] = (10, 20, 50),
     ) -> None:
         super().__init__()
@@ -119,6 +125,8 @@ class KGRecModule(L.LightningModule):
             raise ConfigError(f"The 'num_negatives' parameter must be a positive integer; got {num_negatives}.")
         if align_weight < 0:
             raise ConfigError(f"The 'align_weight' parameter must be >= 0; got {align_weight}.")
+        if cold_weight < 0:
+            raise ConfigError(f"The 'cold_weight' parameter must be >= 0; got {cold_weight}.")
         missing = {"num_nodes", "text_dims", "edge_types", "num_kg_relations"} - set(graph_info)
         if missing:
             raise ConfigError(f"graph_info lacks {sorted(missing)}; it is derived from the data module.")
@@ -139,6 +147,7 @@ class KGRecModule(L.LightningModule):
             id_dropout=id_dropout,
         )
         self.align = align_weight > 0 and use_text
+        self.cold_view = cold_weight > 0 and use_text and "item" in graph_info["text_dims"]
         self._full: HeteroData | None = None
         self._flat = None
         self.last_eval: dict[str, dict] = {}
@@ -193,15 +202,18 @@ class KGRecModule(L.LightningModule):
     def forward(self, data: HeteroData, flat=None) -> dict[str, Tensor]:
         return self.model(data, flat)
 
-    def _ranking_loss(self, out: dict[str, Tensor], users: Tensor, items: Tensor) -> Tensor:
+    def _ranking_loss(self, out: dict[str, Tensor], users: Tensor, items: Tensor,
+                      item_key: str = "item", fixed_users: bool = False) -> Tensor:
         hp = self.hparams
-        u, i = out["user"][users], out["item"][items]
-        num_items = out["item"].size(0)
+        u, i = out["user"][users], out[item_key][items]
+        if fixed_users:
+            u = u.detach()
+        num_items = out[item_key].size(0)
         if hp.loss == "bpr":
             neg = torch.randint(0, num_items, (len(items),), device=items.device)
-            return bpr_loss(self.model.score(u, i), self.model.score(u, out["item"][neg]))
+            return bpr_loss(self.model.score(u, i), self.model.score(u, out[item_key][neg]))
         neg = torch.randint(0, num_items, (hp.num_negatives,), device=items.device)
-        n = out["item"][neg]
+        n = out[item_key][neg]
         if hp.score == "cosine":
             u, i, n = F.normalize(u, dim=-1), F.normalize(i, dim=-1), F.normalize(n, dim=-1)
         return sampled_softmax_loss(u, i, n, hp.temperature, items, neg, in_batch=hp.in_batch_negatives)
@@ -225,9 +237,13 @@ class KGRecModule(L.LightningModule):
         else:
             data, flat = self.full_graph()
             users, items = batch
-        out = self.model(data, flat)
+        out = self.model(data, flat, cold_view=self.cold_view)
         loss = rank = self._ranking_loss(out, users, items)
         self.log("train/rank_loss", rank, prog_bar=False, batch_size=len(users))
+        if self.cold_view:
+            cold = self._ranking_loss(out, users, items, item_key="item_cold", fixed_users=True)
+            loss = loss + self.hparams.cold_weight * cold
+            self.log("train/cold_loss", cold, batch_size=len(users))
         if self.align:
             align = self._alignment(data, out, {"user": users, "item": items})
             loss = loss + self.hparams.align_weight * align

@@ -55,6 +55,8 @@ class KGRec(BaseRecommender):
         dropout: Dropout on the input embeddings (the main regulariser on ml-100k).
         side_weight: Share of tag/attribute/KG messages relative to user–item messages
             (see :func:`kgrec.nn.flatten_graph`).
+        cold_weight: Weight of the cold-view ranking loss (trains cold-item placement; see
+            :class:`~kgrec.lightning.KGRecModule`).
         score_fn: ``dot`` or ``cosine`` scores.
         in_batch_negatives: Also use in-batch positives as negatives (softmax loss).
         loss: ``softmax`` or ``bpr``.
@@ -91,6 +93,7 @@ class KGRec(BaseRecommender):
         align_weight: float = 0.1,
         dropout: float = 0.2,
         side_weight: float = 0.1,
+        cold_weight: float = 0.0,
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
         loss: Literal["softmax", "bpr"] = "softmax",
@@ -114,6 +117,7 @@ class KGRec(BaseRecommender):
         self.align_weight = align_weight
         self.dropout = dropout
         self.side_weight = side_weight
+        self.cold_weight = cold_weight
         self.score_fn = score_fn
         self.in_batch_negatives = in_batch_negatives
         self.loss = loss
@@ -145,6 +149,7 @@ class KGRec(BaseRecommender):
             in_batch_negatives=self.in_batch_negatives,
             loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
             align_weight=self.align_weight, lr=self.lr, dropout=self.dropout, side_weight=self.side_weight,
+            cold_weight=self.cold_weight,
         )
         with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)

@@ -101,8 +101,12 @@ class RelationalLightConv(nn.Module):
         alpha = torch.nn.functional.softplus(self.logit) / self._SOFTPLUS0
         return torch.where(self.learnable, alpha, torch.ones_like(alpha))
 
-    def forward(self, x: Tensor, flat) -> Tensor:
-        return relational_spmm(self.relation_weights(), x, flat)
+    def forward(self, x: Tensor, flat, relation_mask: Tensor | None = None) -> Tensor:
+        """Propagate ``x``; ``relation_mask`` ``(num_relations,)`` (0/1) keeps only some relations' messages."""
+        alpha = self.relation_weights()
+        if relation_mask is not None:
+            alpha = alpha * relation_mask
+        return relational_spmm(alpha, x, flat)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_relations={self.num_relations})"

@@ -114,6 +114,13 @@ class KGRecModel(nn.Module):
         self.convs = nn.ModuleList(
             RelationalLightConv(num_rel, learnable) for _ in range(num_layers)
         )
+        # relation ids of side messages (everything but user-item edges), for cold_view
+        structural = [et for et in self.edge_types if et[1] not in ("kg", "rev_kg")]
+        side = torch.ones(num_rel)
+        for r, et in enumerate(structural):
+            if et[1] in ("interacts", "rev_interacts"):
+                side[r] = 0.0
+        self.register_buffer("side_relations", side, persistent=False)
         # Nodes whose id embedding is trained (set by set_id_mask; default: all).
         for nt in ("user", "item"):
             if nt in num_nodes:
@@ -128,8 +135,14 @@ class KGRecModel(nn.Module):
         """Text embeddings ``(N, text_dim)`` projected to ``(N, hidden_channels)``."""
         return self.text_proj[node_type](x.float())
 
-    def input_embeddings(self, data: HeteroData) -> dict[str, Tensor]:
-        """:math:`\\mathbf{h}^{(0)}` per node type for the nodes of ``data`` (``n_id`` if sampled)."""
+    def input_embeddings(self, data: HeteroData, text_only: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """:math:`\\mathbf{h}^{(0)}` per node type for the nodes of ``data`` (``n_id`` if sampled).
+
+        Args:
+            data: The (sub)graph.
+            text_only: If given, filled with each text node type's input as a node without
+                an id embedding would have it (its projected text, after dropout).
+        """
         out = {}
         for nt in self.node_types:
             if nt not in data.node_types:
@@ -153,6 +166,8 @@ class KGRecModel(nn.Module):
                     h = h * keep
             if nt in self.text_proj and "x" in store:
                 t = self.project_text(nt, store.x)
+                if text_only is not None:
+                    text_only[nt] = F.dropout(t, self.dropout, self.training)
                 h = t if h is None else h + t
             if h is None:
                 h = torch.zeros(n, self.hidden_channels, device=device)
@@ -175,18 +190,40 @@ class KGRecModel(nn.Module):
                              degrees=degrees if sampled else None)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, data: HeteroData, flat: FlatGraph | None = None) -> dict[str, Tensor]:
-        """Final embeddings per node type of the nodes in ``data``."""
+    def forward(self, data: HeteroData, flat: FlatGraph | None = None,
+                cold_view: bool = False) -> dict[str, Tensor]:
+        """Final embeddings per node type of the nodes in ``data``.
+
+        With ``cold_view``, the result also holds ``"item_cold"``: every item's embedding
+        as if it had no interactions and no id embedding — its projected text plus, at each
+        layer, only the side (tag, KG) messages it receives. That is exactly what a cold
+        item gets from this forward pass, so training warm items' cold views to rank (see
+        ``cold_weight`` of :class:`~kgrec.lightning.KGRecModule`) trains the text projection
+        and the KG/tag pathway for cold start on every training edge. It costs one more
+        side-only propagation per layer.
+        """
         flat = flat if flat is not None else self.flatten(data)
-        h0 = self.input_embeddings(data)
-        h = torch.cat([h0.get(nt, torch.zeros(flat.sizes[nt], self.hidden_channels, device=flat.edge_index.device))
+        device = flat.edge_index.device
+        text0: dict[str, Tensor] | None = {} if cold_view else None
+        h0 = self.input_embeddings(data, text_only=text0)
+        h = torch.cat([h0.get(nt, torch.zeros(flat.sizes[nt], self.hidden_channels, device=device))
                        for nt in self.node_types])
         total = h
+        cold = None
+        if cold_view:
+            if "item" not in text0:
+                raise ConfigError("cold_view needs item text features (use_text=True and item texts).")
+            cold = text0["item"]
         for conv in self.convs:
+            if cold is not None:
+                cold = cold + flat.slice(conv(h, flat, self.side_relations), "item")
             h = conv(h, flat)
             total = total + h
         out = total / (len(self.convs) + 1)
-        return {nt: flat.slice(out, nt) for nt in self.node_types if flat.sizes[nt] > 0}
+        result = {nt: flat.slice(out, nt) for nt in self.node_types if flat.sizes[nt] > 0}
+        if cold is not None:
+            result["item_cold"] = cold / (len(self.convs) + 1)
+        return result
 
     def score(self, user: Tensor, item: Tensor) -> Tensor:
         """Scores of aligned pairs: ``(B, d)`` × ``(B, d)`` -> ``(B,)``."""
