@@ -108,6 +108,8 @@ class Recommender:
             raise DataError(f"{where} is not a kgrec training checkpoint (no state_dict / hyper_parameters).")
         bundle = check_bundle(ckpt.get("kgrec_serving"), where)
         hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+        # checkpoints written before the option existed always learned their KG relation weights
+        hparams.setdefault("learn_relation_weights", True)
         try:
             module = KGRecModule(**hparams)
             module.load_state_dict(ckpt["state_dict"])

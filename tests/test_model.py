@@ -41,7 +41,7 @@ def make_module(graph, split, **kwargs):
 def test_propagation_equals_dense_normalised_adjacency(synthetic_graph):
     data = synthetic_graph.data
     model = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
-                       len(synthetic_graph.relations), hidden_channels=8, num_layers=1)
+                       len(synthetic_graph.relations), hidden_channels=8, num_layers=1, learn_relation_weights=True)
     flat = model.flatten(data)
     x = torch.randn(flat.num_nodes, 8, requires_grad=True)
     with torch.no_grad():
@@ -160,9 +160,25 @@ def test_alignment_loss_decreases_and_cold_items_land_near_their_tags():
     assert wins >= 0.75 * len(cold)
 
 
+def test_kg_relation_weights_are_fixed_unless_learned(synthetic_graph):
+    data = synthetic_graph.data
+    args = ({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types, len(synthetic_graph.relations))
+    x = torch.randn(sum(data[nt].num_nodes for nt in data.node_types), 8)
+    for learn in (False, True):
+        model = KGRecModel(*args, hidden_channels=8, num_layers=1, learn_relation_weights=learn)
+        flat = model.flatten(data)
+        out = model.convs[0](x, flat)
+        if learn:
+            grad = torch.autograd.grad(out.pow(2).sum(), model.convs[0].logit)[0]
+            assert grad[model.convs[0].learnable].abs().sum() > 0
+        else:
+            assert not out.requires_grad  # every relation weighs 1; nothing to learn
+            assert torch.equal(model.convs[0].relation_weights(), torch.ones(model.convs[0].num_relations))
+
+
 def test_cold_view_is_what_a_cold_item_gets():
     dataset, split, graph = text_world("cold_item")
-    dm, module = make_module(graph, split)
+    dm, module = make_module(graph, split, learn_relation_weights=True)
     model = module.model
     users, items = dm.train_edges()
     model.set_id_mask("item", torch.bincount(items, minlength=graph.num_items) > 0)

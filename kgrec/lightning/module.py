@@ -85,6 +85,8 @@ class KGRecModule(L.LightningModule):
             (see :func:`kgrec.nn.flatten_graph`).
         id_dropout: Share of items trained without their id embedding per step (cold-start
             robustness; see :class:`kgrec.nn.KGRecModel`).
+        learn_relation_weights: Learn a weight per KG relation (see :class:`kgrec.nn.KGRecModel`;
+            off by default, it hurt cold items).
         cold_weight: Weight of the cold-view ranking loss: each batch item is also scored as
             if it were cold (its projected text and its tag/KG messages only, see
             ``KGRecModel.forward(cold_view=True)``) against the batch users, with the same
@@ -113,6 +115,7 @@ class KGRecModule(L.LightningModule):
         dropout: float = 0.2,
         side_weight: float = 0.1,
         id_dropout: float = 0.0,
+        learn_relation_weights: bool = False,
         cold_weight: float = 0.0,
         eval_ks: tuple[int, ...] = (10, 20, 50),
     ) -> None:
@@ -145,6 +148,7 @@ class KGRecModule(L.LightningModule):
             dropout=dropout,
             side_weight=side_weight,
             id_dropout=id_dropout,
+            learn_relation_weights=learn_relation_weights,
         )
         self.align = align_weight > 0 and use_text
         self.cold_view = cold_weight > 0 and use_text and "item" in graph_info["text_dims"]

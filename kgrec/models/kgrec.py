@@ -55,6 +55,7 @@ class KGRec(BaseRecommender):
         dropout: Dropout on the input embeddings (the main regulariser on ml-100k).
         side_weight: Share of tag/attribute/KG messages relative to user–item messages
             (see :func:`kgrec.nn.flatten_graph`).
+        learn_relation_weights: Learn a weight per KG relation (off: every relation counts 1).
         cold_weight: Weight of the cold-view ranking loss (trains cold-item placement; see
             :class:`~kgrec.lightning.KGRecModule`).
         score_fn: ``dot`` or ``cosine`` scores.
@@ -93,6 +94,7 @@ class KGRec(BaseRecommender):
         align_weight: float = 0.1,
         dropout: float = 0.2,
         side_weight: float = 0.1,
+        learn_relation_weights: bool = False,
         cold_weight: float = 0.0,
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
@@ -117,6 +119,7 @@ class KGRec(BaseRecommender):
         self.align_weight = align_weight
         self.dropout = dropout
         self.side_weight = side_weight
+        self.learn_relation_weights = learn_relation_weights
         self.cold_weight = cold_weight
         self.score_fn = score_fn
         self.in_batch_negatives = in_batch_negatives
@@ -149,7 +152,7 @@ class KGRec(BaseRecommender):
             in_batch_negatives=self.in_batch_negatives,
             loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
             align_weight=self.align_weight, lr=self.lr, dropout=self.dropout, side_weight=self.side_weight,
-            cold_weight=self.cold_weight,
+            cold_weight=self.cold_weight, learn_relation_weights=self.learn_relation_weights,
         )
         with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)

@@ -70,8 +70,10 @@ class RelationalLightConv(nn.Module):
     relation (and direction) then learns how much its messages count, which lets
     the model mute relations that carry no taste signal and amplify those that do.
     Structural edge types (``interacts``, ``has_tag``, ...) keep :math:`\alpha_r = 1`
-    unless marked learnable. No feature transform, no non-linearity: as in LightGCN,
-    all capacity sits in the input embeddings.
+    unless marked learnable; with nothing marked (the kgrec model's default, see
+    ``learn_relation_weights`` of :class:`~kgrec.nn.KGRecModel`) the layer is plain
+    LightGCN over the mixed graph and has no parameter. No feature transform, no
+    non-linearity: as in LightGCN, all capacity sits in the input embeddings.
 
     Why not :class:`torch_geometric.nn.MessagePassing`: it materialises an ``(E, d)``
     message tensor per layer; with scalar relation weights one sparse CSR product does
@@ -80,7 +82,8 @@ class RelationalLightConv(nn.Module):
 
     Args:
         num_relations: Number of relation ids.
-        learnable: Boolean mask ``(num_relations,)`` of relations whose weight is learned.
+        learnable: Boolean mask ``(num_relations,)`` of relations whose weight is learned
+            (default: all).
 
     Shapes:
         - input: ``x`` ``(num_nodes, d)`` and a :class:`~kgrec.nn.FlatGraph`
@@ -92,12 +95,16 @@ class RelationalLightConv(nn.Module):
     def __init__(self, num_relations: int, learnable: Tensor | None = None) -> None:
         super().__init__()
         self.num_relations = num_relations
-        self.logit = nn.Parameter(torch.zeros(num_relations))
         mask = torch.ones(num_relations, dtype=torch.bool) if learnable is None else learnable.bool()
         self.register_buffer("learnable", mask, persistent=False)
+        self._any_learnable = bool(mask.any())  # a Python flag: no device sync per forward
+        # no parameter when nothing is learned (DDP refuses parameters that get no gradient)
+        self.logit = nn.Parameter(torch.zeros(num_relations)) if self._any_learnable else None
 
     def relation_weights(self) -> Tensor:
         """:math:`\alpha_r` for every relation id, shape ``(num_relations,)``."""
+        if not self._any_learnable:  # nothing learned: constants, no gradient to compute
+            return torch.ones(self.num_relations, device=self.learnable.device)
         alpha = torch.nn.functional.softplus(self.logit) / self._SOFTPLUS0
         return torch.where(self.learnable, alpha, torch.ones_like(alpha))
 

@@ -51,6 +51,12 @@ class KGRecModel(nn.Module):
         id_dropout: During training, the share of items whose id embedding is dropped
             for a step (as in DropoutNet), so the text projection and side edges learn to
             place an item alone — what a cold item has.
+        learn_relation_weights: Learn one weight per KG relation and direction (see
+            :class:`~kgrec.nn.RelationalLightConv`); ``False`` keeps every relation at 1.
+            Off by default: on ml-100k the learned weights grow (median 2.1, max 5.6
+            after 12 epochs), amplifying KG messages in a way fitted to warm items, and
+            strict-cold Recall@20 fell from 0.216 (fixed) to 0.09 (learned) with no gain
+            on warm items (valid NDCG@20 0.288 fixed vs 0.285 learned).
 
     Shapes:
         :meth:`forward` returns ``{node_type: (num_nodes_in_data, hidden_channels)}``.
@@ -71,6 +77,7 @@ class KGRecModel(nn.Module):
         init_std: float = 0.1,
         side_weight: float = 1.0,
         id_dropout: float = 0.0,
+        learn_relation_weights: bool = False,
     ) -> None:
         super().__init__()
         if hidden_channels <= 0 or num_layers < 0:
@@ -111,6 +118,8 @@ class KGRecModel(nn.Module):
                     nn.init.zeros_(emb.weight)
                 self.id_emb[nt] = emb
         num_rel, learnable = relation_layout(self.edge_types, num_kg_relations)
+        if not learn_relation_weights:
+            learnable = torch.zeros_like(learnable)
         self.convs = nn.ModuleList(
             RelationalLightConv(num_rel, learnable) for _ in range(num_layers)
         )
