@@ -92,6 +92,8 @@ class KGRecModule(L.LightningModule):
             ``KGRecModel.forward(cold_view=True)``) against the batch users, with the same
             loss as the main ranking loss and the user side held fixed. This trains what
             places a cold item on every training edge (0 disables it; it needs item text).
+            Measured on ml-100k's cold_item split with the KG (strict cold Recall@20):
+            0.216 without it, 0.269 with weight 0.5; warm accuracy unchanged.
         eval_ks: Cut-offs logged at validation / test.
     """
 
@@ -116,7 +118,7 @@ class KGRecModule(L.LightningModule):
         side_weight: float = 0.1,
         id_dropout: float = 0.0,
         learn_relation_weights: bool = False,
-        cold_weight: float = 0.0,
+        cold_weight: float = 0.5,
         eval_ks: tuple[int, ...] = (10, 20, 50),
     ) -> None:
         super().__init__()

@@ -80,6 +80,8 @@ class KGRec(BaseRecommender):
         "kgrec-idonly": {"use_text": False, "use_kg": False, "use_side_info": False},
         # alignment measured without the KG too (the KG changes what alignment can do for cold items)
         "kgrec-nokg-noalign": {"use_kg": False, "align_weight": 0.0},
+        # the cold-view ranking loss (what trains cold-item placement) switched off
+        "kgrec-nocold": {"cold_weight": 0.0},
     }
 
     def __init__(
@@ -95,7 +97,7 @@ class KGRec(BaseRecommender):
         dropout: float = 0.2,
         side_weight: float = 0.1,
         learn_relation_weights: bool = False,
-        cold_weight: float = 0.0,
+        cold_weight: float = 0.5,
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
         loss: Literal["softmax", "bpr"] = "softmax",
