@@ -23,6 +23,11 @@ def test_model_names_come_from_baselines_all():
     assert set(known) >= {name.lower() for name in baselines.__all__}
     assert resolve_model("bprmf")[0] is BPRMF
     assert resolve_model("kgrec.baselines.ItemKNN")[0] is ItemKNN
+    from kgrec.models import KGRec
+
+    # ablations are the kgrec class with one part switched off
+    assert resolve_model("kgrec-nocold") == (KGRec, {"cold_weight": 0.0})
+    assert resolve_model("kgrec-learnrel") == (KGRec, {"learn_relation_weights": True})
 
 
 def test_unknown_model_lists_known_ones(tmp_path, capsys):

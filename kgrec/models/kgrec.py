@@ -82,6 +82,8 @@ class KGRec(BaseRecommender):
         "kgrec-nokg-noalign": {"use_kg": False, "align_weight": 0.0},
         # the cold-view ranking loss (what trains cold-item placement) switched off
         "kgrec-nocold": {"cold_weight": 0.0},
+        # learned per-relation KG weights (KGAT-style relation awareness) instead of fixed ones
+        "kgrec-learnrel": {"learn_relation_weights": True},
     }
 
     def __init__(
