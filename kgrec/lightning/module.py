@@ -90,7 +90,7 @@ class KGRecModule(L.LightningModule):
         cold_weight: Weight of the cold-view ranking loss: each batch item is also scored as
             if it were cold (its projected text and its tag/KG messages only, see
             ``KGRecModel.forward(cold_view=True)``) against the batch users, with the same
-            loss as the main ranking loss and the user side held fixed. This trains what
+            loss as the main ranking loss and the users' query vectors detached. This trains what
             places a cold item on every training edge (0 disables it; it needs item text).
             Measured on ml-100k's cold_item split with the KG (strict cold Recall@20):
             0.216 without it, 0.269 with weight 0.5; warm accuracy unchanged.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from kgrec.errors import ConfigError
+
 __all__ = ["RelationalLightConv", "relational_spmm"]
 
 
@@ -57,7 +59,7 @@ def relational_spmm(alpha: Tensor, x: Tensor, flat) -> Tensor:
 
 
 class RelationalLightConv(nn.Module):
-    r"""LightGCN propagation with a learnable weight per relation.
+    r"""LightGCN propagation with an optionally learned weight per relation.
 
     .. math::
         \mathbf{h}_v' = \sum_{(u, r, v) \in \mathcal{E}} \alpha_r\, w_{uv}\, \mathbf{h}_u
@@ -98,8 +100,17 @@ class RelationalLightConv(nn.Module):
         mask = torch.ones(num_relations, dtype=torch.bool) if learnable is None else learnable.bool()
         self.register_buffer("learnable", mask, persistent=False)
         self._any_learnable = bool(mask.any())  # a Python flag: no device sync per forward
-        # no parameter when nothing is learned (DDP refuses parameters that get no gradient)
-        self.logit = nn.Parameter(torch.zeros(num_relations)) if self._any_learnable else None
+        # kept (frozen) when nothing is learned: checkpoints keep one layout, and DDP skips it
+        self.logit = nn.Parameter(torch.zeros(num_relations), requires_grad=self._any_learnable)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "logit"
+        if not self._any_learnable and key in state_dict and bool(state_dict[key].abs().sum() > 0):
+            raise ConfigError(
+                "this checkpoint learned its KG relation weights; build the model with "
+                "learn_relation_weights=True (config: model.learn_relation_weights: true) to load it."
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def relation_weights(self) -> Tensor:
         """:math:`\alpha_r` for every relation id, shape ``(num_relations,)``."""

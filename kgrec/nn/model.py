@@ -149,8 +149,8 @@ class KGRecModel(nn.Module):
 
         Args:
             data: The (sub)graph.
-            text_only: If given, filled with each text node type's input as a node without
-                an id embedding would have it (its projected text, after dropout).
+            text_only: If given, its keys (node types) are filled with their input as a node
+                without an id embedding would have it (its projected text, after dropout).
         """
         out = {}
         for nt in self.node_types:
@@ -175,7 +175,7 @@ class KGRecModel(nn.Module):
                     h = h * keep
             if nt in self.text_proj and "x" in store:
                 t = self.project_text(nt, store.x)
-                if text_only is not None:
+                if text_only is not None and nt in text_only:
                     text_only[nt] = F.dropout(t, self.dropout, self.training)
                 h = t if h is None else h + t
             if h is None:
@@ -205,27 +205,35 @@ class KGRecModel(nn.Module):
 
         With ``cold_view``, the result also holds ``"item_cold"``: every item's embedding
         as if it had no interactions and no id embedding — its projected text plus, at each
-        layer, only the side (tag, KG) messages it receives. That is exactly what a cold
-        item gets from this forward pass, so training warm items' cold views to rank (see
-        ``cold_weight`` of :class:`~kgrec.lightning.KGRecModule`) trains the text projection
-        and the KG/tag pathway for cold start on every training edge. It costs one more
-        side-only propagation per layer.
+        layer, only the side (tag, KG) messages it receives, where the second layer's
+        messages carry the item's own input back (item -> tag/entity -> item) as its text
+        rather than its id-bearing input. For ``num_layers <= 2`` that is exactly what this
+        forward pass gives an item without user–item edges and id embedding (a test compares
+        the two); deeper models keep longer echoes of the item's own input. Training warm
+        items' cold views to rank (``cold_weight`` of :class:`~kgrec.lightning.KGRecModule`)
+        trains the text projection and the KG/tag pathway for cold start on every training
+        edge, at the cost of one more side-only propagation per layer.
         """
         flat = flat if flat is not None else self.flatten(data)
         device = flat.edge_index.device
-        text0: dict[str, Tensor] | None = {} if cold_view else None
+        text0: dict[str, Tensor] | None = {"item": None} if cold_view else None
         h0 = self.input_embeddings(data, text_only=text0)
         h = torch.cat([h0.get(nt, torch.zeros(flat.sizes[nt], self.hidden_channels, device=device))
                        for nt in self.node_types])
         total = h
         cold = None
         if cold_view:
-            if "item" not in text0:
+            if text0["item"] is None:
                 raise ConfigError("cold_view needs item text features (use_text=True and item texts).")
             cold = text0["item"]
-        for conv in self.convs:
+        for layer, conv in enumerate(self.convs):
             if cold is not None:
-                cold = cold + flat.slice(conv(h, flat, self.side_relations), "item")
+                side = flat.slice(conv(h, flat, self.side_relations), "item")
+                if layer == 1:
+                    # replace the item's own input, echoed back over 2-cycles, by its cold input
+                    echo = self._echo(flat, self.convs[0].relation_weights(), conv.relation_weights())
+                    side = side + echo.unsqueeze(-1) * (text0["item"] - h0["item"])
+                cold = cold + side
             h = conv(h, flat)
             total = total + h
         out = total / (len(self.convs) + 1)
@@ -233,6 +241,24 @@ class KGRecModel(nn.Module):
         if cold is not None:
             result["item_cold"] = cold / (len(self.convs) + 1)
         return result
+
+    def _echo(self, flat: FlatGraph, alpha1: Tensor, alpha2: Tensor) -> Tensor:
+        """Per item, the weight with which its own layer-0 input returns in layer 2 over side edges.
+
+        :math:`\sum_j S_{ij} A_{ji}` with :math:`A` the layer-1 propagation matrix and
+        :math:`S` the layer-2 side-only one (targets as rows): the 2-cycles item -> tag /
+        entity / KG-linked item -> item. The pairing of edges is cached on ``flat``.
+        """
+        layout = getattr(flat, "_echo_layout", None)
+        if layout is None:
+            layout = flat._echo_layout = _echo_layout(flat, self.side_relations)
+        e_side, e_back, pair_side, pair_back, target, num_pairs = layout
+        start, n = flat.offsets["item"], flat.sizes["item"]
+        w = flat.edge_weight
+        side = torch.zeros(num_pairs, device=w.device).index_add_(0, pair_side, w[e_side] * alpha2[flat.rel[e_side]])
+        back = torch.zeros(num_pairs, device=w.device).index_add_(0, pair_back, w[e_back] * alpha1[flat.rel[e_back]])
+        echo = torch.zeros(flat.num_nodes, device=w.device).index_add_(0, target, side * back)
+        return echo[start:start + n]
 
     def score(self, user: Tensor, item: Tensor) -> Tensor:
         """Scores of aligned pairs: ``(B, d)`` × ``(B, d)`` -> ``(B,)``."""
@@ -245,3 +271,28 @@ class KGRecModel(nn.Module):
         if self.score_fn == "cosine":
             user, items = F.normalize(user, dim=-1), F.normalize(items, dim=-1)
         return user @ items.t()
+
+
+def _echo_layout(flat: FlatGraph, side_relations: Tensor) -> tuple:
+    """Pair every side edge ``j -> i`` into an item with the edges ``i -> j`` going back.
+
+    Returns ``(e_side, e_back, pair_side, pair_back, target, num_pairs)``: the matched
+    edge ids of both directions, each one's (i, j) pair id, each pair's item ``i``, and the
+    number of pairs — so a pair's echo weight is (sum of its side weights) x (sum of its
+    back weights), multi-relation edges included.
+    """
+    src, dst = flat.edge_index
+    n = flat.num_nodes
+    start, size = flat.offsets["item"], flat.sizes["item"]
+    is_side = (side_relations[flat.rel] > 0) & (dst >= start) & (dst < start + size)
+    e_side = is_side.nonzero().view(-1)
+    key_side = dst[e_side] * n + src[e_side]          # pair (i, j) of a side edge j -> i
+    key_all = src * n + dst                           # pair (i, j) of an edge i -> j
+    pairs, pair_side = torch.unique(key_side, return_inverse=True)
+    if pairs.numel() == 0:
+        pos, hit = torch.zeros_like(key_all), torch.zeros_like(key_all, dtype=torch.bool)
+    else:
+        pos = torch.searchsorted(pairs, key_all).clamp(max=pairs.numel() - 1)
+        hit = pairs[pos] == key_all
+    e_back = hit.nonzero().view(-1)
+    return e_side, e_back, pair_side, pos[e_back], pairs // n, pairs.numel()
