@@ -212,6 +212,11 @@ def test_cold_view_is_what_a_cold_item_gets():
         assert torch.allclose(view[w], real, atol=1e-5)
         assert (view[w] - warm_out[w]).norm() > 1e-3  # and not its warm embedding
     assert "item_cold" not in model(data)
+    # a model without item text has no cold view to give
+    textless = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
+                          len(graph.relations), hidden_channels=8)
+    with pytest.raises(ConfigError, match="cold_view needs item text"):
+        textless(data, cold_view=True)
 
 
 def test_cold_weight_trains_the_cold_view():

@@ -12,9 +12,12 @@ from torch_geometric.utils import degree
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
-__all__ = ["FlatGraph", "flatten_graph", "full_degrees", "relation_layout"]
+__all__ = ["FlatGraph", "flatten_graph", "full_degrees", "relation_layout", "side_relation_mask"]
 
 EdgeType = tuple[str, str, str]
+
+UI_RELATIONS = ("interacts", "rev_interacts")  # user-item edges; every other edge type is a side edge
+KG_RELATIONS = ("kg", "rev_kg")
 
 
 @dataclass
@@ -58,11 +61,22 @@ def relation_layout(edge_types: list[EdgeType], num_kg_relations: int) -> tuple[
     Returns:
         ``(num_relation_ids, learnable)`` where ``learnable`` marks the KG relation ids.
     """
-    structural = [et for et in edge_types if et[1] not in ("kg", "rev_kg")]
+    structural = [et for et in edge_types if et[1] not in KG_RELATIONS]
     total = len(structural) + 2 * num_kg_relations
     learnable = torch.zeros(total, dtype=torch.bool)
     learnable[len(structural):] = True
     return total, learnable
+
+
+def side_relation_mask(edge_types: list[EdgeType], num_kg_relations: int) -> Tensor:
+    """``(num_relation_ids,)`` float mask: 1 for side relations (tags, attributes, KG), 0 for user–item ones."""
+    total, _ = relation_layout(edge_types, num_kg_relations)
+    mask = torch.ones(total)
+    structural = [et for et in edge_types if et[1] not in KG_RELATIONS]
+    for r, et in enumerate(structural):
+        if et[1] in UI_RELATIONS:
+            mask[r] = 0.0
+    return mask
 
 
 def full_degrees(data: HeteroData) -> dict[EdgeType, tuple[Tensor, Tensor]]:
@@ -125,7 +139,7 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         n = int(data[nt].num_nodes) if nt in data.node_types else 0
         offsets[nt], sizes[nt] = start, n
         start += n
-    structural = [et for et in edge_types if et[1] not in ("kg", "rev_kg")]
+    structural = [et for et in edge_types if et[1] not in KG_RELATIONS]
     srcs, dsts, weights, rels, side, groups = [], [], [], [], [], []
     device = None
     for et in edge_types:
@@ -144,7 +158,7 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
             w = g_in.sqrt() / (g_out.sqrt() * d_in[ei[1]])
         else:
             w = (d_out[ei[0]] * d_in[ei[1]]).rsqrt()
-        if rel_name in ("kg", "rev_kg"):
+        if rel_name in KG_RELATIONS:
             r = len(structural) + 2 * data[et].edge_type + (1 if rel_name == "rev_kg" else 0)
         else:
             r = torch.full_like(ei[0], structural.index(et))
@@ -152,8 +166,8 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         dsts.append(ei[1] + offsets[dst_t])
         weights.append(w)
         rels.append(r)
-        side.append(rel_name not in ("interacts", "rev_interacts"))
-        groups.append("kg" if rel_name in ("kg", "rev_kg") else rel_name)
+        side.append(rel_name not in UI_RELATIONS)
+        groups.append("kg" if rel_name in KG_RELATIONS else rel_name)
     if not srcs:
         e = torch.empty(0, dtype=torch.long)
         layout = (torch.zeros(start + 1, dtype=torch.long), e, e)
@@ -166,7 +180,7 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
     # share a warm item gives its side messages, so its embedding lives on the same scale
     has_ui = torch.zeros(num_nodes, dtype=torch.bool, device=device)
     for et in edge_types:
-        if et in data.edge_types and et[1] in ("interacts", "rev_interacts"):
+        if et in data.edge_types and et[1] in UI_RELATIONS:
             has_ui[offsets[et[2]]:offsets[et[2]] + sizes[et[2]]] = True
     # side messages: the mean over groups (each tag/attribute edge type; all KG edge types
     # together), each group the mean over its edge types reaching the target

@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError
 from kgrec.nn.conv import RelationalLightConv
-from kgrec.nn.flatten import FlatGraph, flatten_graph, full_degrees, relation_layout
+from kgrec.nn.flatten import FlatGraph, flatten_graph, full_degrees, relation_layout, side_relation_mask
 
 __all__ = ["KGRecModel"]
 
@@ -124,12 +124,8 @@ class KGRecModel(nn.Module):
             RelationalLightConv(num_rel, learnable) for _ in range(num_layers)
         )
         # relation ids of side messages (everything but user-item edges), for cold_view
-        structural = [et for et in self.edge_types if et[1] not in ("kg", "rev_kg")]
-        side = torch.ones(num_rel)
-        for r, et in enumerate(structural):
-            if et[1] in ("interacts", "rev_interacts"):
-                side[r] = 0.0
-        self.register_buffer("side_relations", side, persistent=False)
+        self.register_buffer("side_relations", side_relation_mask(self.edge_types, num_kg_relations),
+                             persistent=False)
         # Nodes whose id embedding is trained (set by set_id_mask; default: all).
         for nt in ("user", "item"):
             if nt in num_nodes:
