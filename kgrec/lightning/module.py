@@ -16,7 +16,7 @@ from torch_geometric.data import HeteroData
 from kgrec.errors import ConfigError
 from kgrec.graph import INTERACTS
 from kgrec.io import atomic_write_text
-from kgrec.nn import KGRecModel, alignment_loss, bpr_loss, sampled_softmax_loss
+from kgrec.nn import KGRecModel, alignment_loss, bpr_loss, gramian_loss, sampled_softmax_loss
 
 __all__ = ["KGRecModule", "EmbeddingScorer"]
 
@@ -64,11 +64,14 @@ class KGRecModule(L.LightningModule):
         use_id_embeddings: Learn id embeddings for users, items and tags.
         use_text: Use text features as node inputs.
         score: ``dot`` or ``cosine`` scores.
-        loss: ``softmax`` (sampled softmax / InfoNCE over in-batch and sampled negatives)
-            or ``bpr``.
+        loss: ``softmax`` (sampled softmax / InfoNCE over in-batch and sampled negatives),
+            ``bpr``, or ``ials`` (squared error on the batch's edges plus ``unobserved_weight``
+            times every batch user's squared scores over all items, through the items'
+            Gramian — :func:`kgrec.nn.gramian_loss`).
         temperature: Softmax temperature of the ranking loss.
         num_negatives: Uniformly sampled negative items shared by a batch (softmax), or
-            one per positive (bpr).
+            one per positive (bpr); unused by ``ials``, which covers every item.
+        unobserved_weight: ``ials`` only: weight of the unobserved (user, item) pairs.
         in_batch_negatives: Softmax loss also uses the batch's other positives as
             negatives (popularity-biased; see :func:`kgrec.nn.sampled_softmax_loss`).
         align_weight: Weight of the text–graph alignment loss (0 disables it).
@@ -105,9 +108,10 @@ class KGRecModule(L.LightningModule):
         use_id_embeddings: bool = True,
         use_text: bool = True,
         score: Literal["dot", "cosine"] = "dot",
-        loss: Literal["softmax", "bpr"] = "softmax",
+        loss: Literal["softmax", "bpr", "ials"] = "softmax",
         temperature: float = 1.0,
         num_negatives: int = 1024,
+        unobserved_weight: float = 20.0,
         in_batch_negatives: bool = False,
         align_weight: float = 0.1,
         align_temperature: float = 0.2,
@@ -122,8 +126,10 @@ class KGRecModule(L.LightningModule):
         eval_ks: tuple[int, ...] = (10, 20, 50),
     ) -> None:
         super().__init__()
-        if loss not in ("softmax", "bpr"):
-            raise ConfigError(f"The 'loss' parameter must be one of {{'softmax', 'bpr'}}; got {loss!r}.")
+        if loss not in ("softmax", "bpr", "ials"):
+            raise ConfigError(f"The 'loss' parameter must be one of {{'softmax', 'bpr', 'ials'}}; got {loss!r}.")
+        if unobserved_weight < 0:
+            raise ConfigError(f"The 'unobserved_weight' parameter must be >= 0; got {unobserved_weight}.")
         if temperature <= 0 or align_temperature <= 0:
             raise ConfigError(f"temperatures must be > 0; got {temperature} and {align_temperature}.")
         if num_negatives <= 0:
@@ -215,6 +221,11 @@ class KGRecModule(L.LightningModule):
         if fixed_users:
             u = u.detach()
         num_items = out[item_key].size(0)
+        if hp.loss == "ials":
+            catalogue = out[item_key]
+            if hp.score == "cosine":
+                u, i, catalogue = F.normalize(u, dim=-1), F.normalize(i, dim=-1), F.normalize(catalogue, dim=-1)
+            return gramian_loss(u, i, catalogue, hp.unobserved_weight)
         if hp.loss == "bpr":
             neg = torch.randint(0, num_items, (len(items),), device=items.device)
             return bpr_loss(self.model.score(u, i), self.model.score(u, out[item_key][neg]))

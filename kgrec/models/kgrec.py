@@ -60,10 +60,12 @@ class KGRec(BaseRecommender):
             :class:`~kgrec.lightning.KGRecModule`).
         score_fn: ``dot`` or ``cosine`` scores.
         in_batch_negatives: Also use in-batch positives as negatives (softmax loss).
-        loss: ``softmax`` or ``bpr``.
+        loss: ``softmax``, ``bpr`` or ``ials`` (see :class:`~kgrec.lightning.KGRecModule`).
         temperature: Ranking-loss temperature.
         num_negatives: Sampled negatives per batch.
+        unobserved_weight: Weight of the unobserved pairs (``ials`` loss).
         lr: Adam learning rate.
+        weight_decay: L2 penalty on the batch's input embeddings.
         batch_size: Supervision edges per step.
         max_epochs: Epoch cap.
         patience: Early-stopping patience (validations without improvement).
@@ -102,10 +104,12 @@ class KGRec(BaseRecommender):
         cold_weight: float = 0.5,
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
-        loss: Literal["softmax", "bpr"] = "softmax",
+        loss: Literal["softmax", "bpr", "ials"] = "softmax",
         temperature: float = 1.0,
         num_negatives: int = 1024,
+        unobserved_weight: float = 20.0,
         lr: float = 5e-3,
+        weight_decay: float = 0.0,
         batch_size: int = 1024,
         max_epochs: int = 100,
         patience: int = 5,
@@ -130,7 +134,9 @@ class KGRec(BaseRecommender):
         self.loss = loss
         self.temperature = temperature
         self.num_negatives = num_negatives
+        self.unobserved_weight = unobserved_weight
         self.lr = lr
+        self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
@@ -155,6 +161,7 @@ class KGRec(BaseRecommender):
             use_id_embeddings=self.use_id_embeddings, use_text=self.use_text, score=self.score_fn,
             in_batch_negatives=self.in_batch_negatives,
             loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
+            unobserved_weight=self.unobserved_weight, weight_decay=self.weight_decay,
             align_weight=self.align_weight, lr=self.lr, dropout=self.dropout, side_weight=self.side_weight,
             cold_weight=self.cold_weight, learn_relation_weights=self.learn_relation_weights,
         )
