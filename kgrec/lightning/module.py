@@ -217,23 +217,20 @@ class KGRecModule(L.LightningModule):
     def _ranking_loss(self, out: dict[str, Tensor], users: Tensor, items: Tensor,
                       item_key: str = "item", fixed_users: bool = False) -> Tensor:
         hp = self.hparams
-        u, i = out["user"][users], out[item_key][items]
+        u, catalogue = out["user"][users], out[item_key]
         if fixed_users:
             u = u.detach()
-        num_items = out[item_key].size(0)
+        if hp.score == "cosine":  # every loss below then works on dot products of unit vectors
+            u, catalogue = F.normalize(u, dim=-1), F.normalize(catalogue, dim=-1)
+        i = catalogue[items]
         if hp.loss == "ials":
-            catalogue = out[item_key]
-            if hp.score == "cosine":
-                u, i, catalogue = F.normalize(u, dim=-1), F.normalize(i, dim=-1), F.normalize(catalogue, dim=-1)
             return gramian_loss(u, i, catalogue, hp.unobserved_weight)
         if hp.loss == "bpr":
-            neg = torch.randint(0, num_items, (len(items),), device=items.device)
-            return bpr_loss(self.model.score(u, i), self.model.score(u, out[item_key][neg]))
-        neg = torch.randint(0, num_items, (hp.num_negatives,), device=items.device)
-        n = out[item_key][neg]
-        if hp.score == "cosine":
-            u, i, n = F.normalize(u, dim=-1), F.normalize(i, dim=-1), F.normalize(n, dim=-1)
-        return sampled_softmax_loss(u, i, n, hp.temperature, items, neg, in_batch=hp.in_batch_negatives)
+            neg = torch.randint(0, catalogue.size(0), (len(items),), device=items.device)
+            return bpr_loss((u * i).sum(-1), (u * catalogue[neg]).sum(-1))
+        neg = torch.randint(0, catalogue.size(0), (hp.num_negatives,), device=items.device)
+        return sampled_softmax_loss(u, i, catalogue[neg], hp.temperature, items, neg,
+                                    in_batch=hp.in_batch_negatives)
 
     def _alignment(self, data: HeteroData, out: dict[str, Tensor], ids: dict[str, Tensor]) -> Tensor:
         losses = []

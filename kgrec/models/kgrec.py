@@ -87,7 +87,7 @@ class KGRec(BaseRecommender):
         # learned per-relation KG weights (KGAT-style relation awareness) instead of fixed ones
         "kgrec-learnrel": {"learn_relation_weights": True},
         # the iALS-style loss (every unobserved pair penalised through the item Gramian) instead of
-        # sampled softmax; ml-100k harness: warm valid NDCG@20 0.303 vs 0.286, strict-cold Recall@20 0.14 vs 0.27
+        # sampled softmax; ml-100k benchmark: random test NDCG@20 0.3400 vs 0.3207, strict-cold Recall@20 0.15 vs 0.27
         "kgrec-ials": {"loss": "ials", "unobserved_weight": 20.0, "weight_decay": 0.01, "dropout": 0.0},
     }
 
