@@ -28,9 +28,10 @@ def test_model_names_come_from_baselines_all():
     # ablations are the kgrec class with one part switched off
     assert resolve_model("kgrec-nocold") == (KGRec, {"cold_weight": 0.0})
     assert resolve_model("kgrec-learnrel") == (KGRec, {"learn_relation_weights": True})
-    klass, args = resolve_model("kgrec-ials")
-    assert klass is KGRec and args["loss"] == "ials"
-    assert KGRec(**args).get_params()["unobserved_weight"] == args["unobserved_weight"]
+    assert KGRec().get_params()["loss"] == "ials"
+    klass, args = resolve_model("kgrec-softmax")
+    assert klass is KGRec and args["loss"] == "softmax"
+    assert KGRec(**args).get_params()["dropout"] == args["dropout"]
 
 
 def test_unknown_model_lists_known_ones(tmp_path, capsys):

@@ -239,7 +239,7 @@ class KGRecModel(nn.Module):
         return result
 
     def _echo(self, flat: FlatGraph, alpha1: Tensor, alpha2: Tensor) -> Tensor:
-        """Per item, the weight with which its own layer-0 input returns in layer 2 over side edges.
+        r"""Per item, the weight with which its own layer-0 input returns in layer 2 over side edges.
 
         :math:`\sum_j S_{ij} A_{ji}` with :math:`A` the layer-1 propagation matrix and
         :math:`S` the layer-2 side-only one (targets as rows): the 2-cycles item -> tag /
