@@ -15,7 +15,7 @@ import torch
 from kgrec.base import BaseRecommender
 from kgrec.errors import ConfigError
 
-__all__ = ["FactorScorer", "NegativeSampler", "check_positive_int", "check_positive_float"]
+__all__ = ["BPRTripletSampler", "FactorScorer", "check_positive_int", "check_positive_float"]
 
 
 def check_positive_int(model: object, *names: str) -> None:
@@ -36,7 +36,7 @@ def check_positive_float(model: object, *names: str, allow_zero: bool = False) -
             raise ConfigError(f"The {name!r} parameter must be a number {bound}; got {value!r}.")
 
 
-class NegativeSampler:
+class BPRTripletSampler:
     """Uniform negatives per (user, positive) pair, rejecting the user's train items.
 
     Membership is a lookup in a dense ``(num_users, num_items)`` bool mask when it has

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from kgrec.baselines._training import (
+    BPRTripletSampler,
     FactorScorer,
-    NegativeSampler,
     check_positive_float,
     check_positive_int,
 )
@@ -70,7 +70,7 @@ class BPRMF(FactorScorer):
         torch.nn.init.xavier_normal_(user_emb.weight)
         torch.nn.init.xavier_normal_(item_emb.weight)
         opt = torch.optim.Adam([user_emb.weight, item_emb.weight], lr=self.lr)
-        sampler = NegativeSampler(self.train_, gen)
+        sampler = BPRTripletSampler(self.train_, gen)
         stopper = EarlyStopping("ndcg@20", patience=self.patience)
         self.user_factors_ = user_emb.weight.detach()  # live views while training
         self.item_factors_ = item_emb.weight.detach()

@@ -7,8 +7,8 @@ from torch_geometric.nn.models import LightGCN as PyGLightGCN
 from torch_geometric.utils import to_torch_csr_tensor
 
 from kgrec.baselines._training import (
+    BPRTripletSampler,
     FactorScorer,
-    NegativeSampler,
     check_positive_float,
     check_positive_int,
 )
@@ -87,7 +87,7 @@ class LightGCN(FactorScorer):
         edge_index = to_torch_csr_tensor(edge_index, size=(n_nodes, n_nodes)).to(dev)
         model = PyGLightGCN(n_nodes, self.embedding_dim, self.num_layers).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        sampler = NegativeSampler(self.train_, gen)
+        sampler = BPRTripletSampler(self.train_, gen)
         stopper = EarlyStopping("ndcg@20", patience=self.patience)
         use_valid = len(split.valid) > 0
 
