@@ -4,21 +4,25 @@
 ``DIR/results.json``; ``python -m benchmarks.report DIR --merge OTHER [OTHER ...]`` first
 merges the rows of other result directories into ``DIR/results.json`` (a row with the
 same model, dataset, split and seed is replaced) and their ``COMMAND.txt`` lines into
-``DIR/COMMAND.txt`` (e.g. a slow model run in parallel into its own directory).
+``DIR/COMMAND.txt`` (e.g. a slow model run in parallel into its own directory);
+``--drop NAME [NAME ...]`` removes the rows of models that no longer exist (say, a
+benchmark variant folded into the default). Where a (dataset, split) ran with several
+seeds, ``results.md`` also gets a table of each model's mean and standard deviation.
 """
 
 from __future__ import annotations
 
-from kgrec.io import atomic_write
-
 import json
 import os
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["markdown_table", "write_plots", "write_report"]
+from kgrec.io import atomic_write
+
+__all__ = ["markdown_table", "seed_summary", "write_plots", "write_report"]
 
 _COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50", "hit@20", "precision@20", "mrr")
 
@@ -33,12 +37,30 @@ def _groups(rows: Sequence[dict]) -> dict[tuple, list[dict]]:
 def markdown_table(rows: Sequence[dict], key: str = "metrics") -> str:
     """One Markdown table: a line per row, metric columns then timings and memory."""
     cols = [c for c in _COLUMNS if any(c in (r.get(key) or {}) for r in rows)]
-    head = ["model", *cols, "train s", "eval s", "peak MiB"]
+    head = ["model", *cols, "train s", "eval s", "peak MiB", "git"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         values = r.get(key) or {}
         cells = [r["model"]] + [f"{values[c]:.4f}" if c in values else "" for c in cols]
-        cells += [f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}", f"{r['peak_memory_mb']:.0f}"]
+        cells += [f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}", f"{r['peak_memory_mb']:.0f}",
+                  (r.get("git_sha") or "n/a")[:7]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_summary(rows: Sequence[dict], metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> str:
+    """Mean ± sample standard deviation over seeds, a line per model (rows of one dataset and split)."""
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_model[r["model"]].append(r)
+    head = ["model", "seeds", *metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, group in by_model.items():
+        cells = [model, ", ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))]
+        for m in metrics:
+            values = [r["metrics"][m] for r in group if m in r["metrics"]]
+            spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.fmean(values):.4f}{spread}" if values else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -102,11 +124,19 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
         "Full ranking over all items, train (and valid) items excluded; mean over users "
         "with at least one test item (see kgrec.eval).", "",
     ]
+    seeds: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        seeds[(r["dataset"], r["split"])].append(r)
+    for (dataset, split), group in seeds.items():
+        if len({r["seed"] for r in group}) > 1:
+            parts += [f"## {dataset} · {split} split · mean over seeds (test)", "",
+                      "Mean ± standard deviation over the seeds each model ran with (split and model seed).", "",
+                      seed_summary(group), ""]
     for (dataset, split, seed), group in _groups(rows).items():
         first = group[0]
         parts += [f"## {dataset} · {split} split · seed {seed}", "",
                   f"{first['num_users']} test users ({first['skipped_users']} without test items skipped); "
-                  f"device {first['device']}; git {first.get('git_sha') or 'n/a'}.", "",
+                  f"device {first['device']}; git: the commit each row ran at.", "",
                   markdown_table(group), ""]
         if any(r.get("cold") for r in group):
             parts += [f"Strict cold start (ranking only the cold items; {first.get('cold_num_users')} users):", "",
@@ -133,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report")
     parser.add_argument("dir")
     parser.add_argument("--merge", nargs="*", default=[], help="result directories to merge into DIR")
+    parser.add_argument("--drop", nargs="*", default=[], metavar="MODEL",
+                        help="remove the rows of these models from DIR/results.json")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.dir)
@@ -140,13 +172,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = json.loads(path.read_text()) if path.is_file() else []
     commands = (out / "COMMAND.txt").read_text() if (out / "COMMAND.txt").is_file() else ""
     for other in map(Path, args.merge):
+        if not (other / "results.json").is_file():
+            print(f"error: --merge {other}: no results.json there.", file=sys.stderr)
+            return 2
         rows = merge_rows(rows, json.loads((other / "results.json").read_text()))
         if (other / "COMMAND.txt").is_file():
             commands += (other / "COMMAND.txt").read_text()
-    if args.merge:
+    unknown = sorted(set(args.drop) - {r["model"] for r in rows})
+    if unknown:
+        print(f"error: --drop {', '.join(unknown)}: no such model in {path}; it has "
+              f"{', '.join(sorted({r['model'] for r in rows}))}.", file=sys.stderr)
+        return 2
+    rows = [r for r in rows if r["model"] not in set(args.drop)]
+    if args.merge or args.drop:
         write_atomic(path, json.dumps(rows, indent=2) + "\n")
-        cmd = "python -m benchmarks.report " + " ".join([args.dir, "--merge", *args.merge])
-        write_atomic(out / "COMMAND.txt", commands + cmd + "\n")
+        cmd = ["python -m benchmarks.report", args.dir]
+        cmd += ["--merge", *args.merge] if args.merge else []
+        cmd += ["--drop", *args.drop] if args.drop else []
+        write_atomic(out / "COMMAND.txt", commands + " ".join(cmd) + "\n")
     print(write_report(rows, out, plots=not args.no_plots))
     return 0
 

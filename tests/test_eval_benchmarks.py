@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -128,3 +129,26 @@ def test_report_merges_other_result_dirs(tmp_path):
     assert "| itemknn |" in (a / "results.md").read_text()
     lines = (a / "COMMAND.txt").read_text().splitlines()
     assert len(lines) == 3 and lines[-1].startswith("python -m benchmarks.report")
+    # a retired model's rows can be dropped; a name that is not there is an error naming it
+    assert report_main([str(a), "--drop", "nope", "--no-plots"]) == 2
+    assert report_main([str(a), "--merge", str(tmp_path / "missing"), "--no-plots"]) == 2
+    assert report_main([str(a), "--drop", "itemknn", "--no-plots"]) == 0
+    assert [r["model"] for r in json.loads((a / "results.json").read_text())] == ["mostpop"]
+    assert (a / "COMMAND.txt").read_text().splitlines()[-1].endswith("--drop itemknn")
+
+
+def test_report_summarises_seeds(tmp_path):
+    from benchmarks.report import main as report_main
+
+    out = tmp_path / "s"
+    assert main(["--data", "synthetic", "--models", "mostpop,itemknn", "--seed", "1,2", "--out", str(out),
+                 "--no-plots"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    text = (out / "results.md").read_text()
+    assert "mean over seeds" in text
+    pop = [r["metrics"]["ndcg@20"] for r in rows if r["model"] == "mostpop"]
+    line = next(l for l in text.splitlines() if l.startswith("| mostpop | 1, 2 |"))
+    assert f"{statistics.fmean(pop):.4f} ± {statistics.stdev(pop):.4f}" in line
+    # every row names the commit it ran at
+    assert all(r["git_sha"] is None or r["git_sha"][:7] in text for r in rows)
+    assert report_main([str(out), "--no-plots"]) == 0
