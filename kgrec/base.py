@@ -93,6 +93,9 @@ def _encode_state(value: Any) -> Any:
             "class_path": f"{type(value).__module__}.{type(value).__qualname__}",
             "state": {k: v.detach().cpu() for k, v in value.state_dict().items()},
         }
+    if isinstance(value, pd.DataFrame):  # e.g. a training history: plain columns only
+        return {"__kind__": "frame",
+                "columns": {str(c): _encode_state(value[c].to_numpy()) for c in value.columns}}
     if isinstance(value, dict):
         return {"__kind__": "dict", "items": {str(k): _encode_state(v) for k, v in value.items()}}
     if isinstance(value, (list, tuple)):
@@ -118,6 +121,8 @@ def _decode_state(value: Any) -> Any:
             return value["values"].numpy()
         if kind == "dict":
             return {k: _decode_state(v) for k, v in value["items"].items()}
+        if kind == "frame":
+            return pd.DataFrame({c: _decode_state(v) for c, v in value["columns"].items()})
         if kind == "module":  # rebuilt by the owning class in _after_load
             return value
     if isinstance(value, list):

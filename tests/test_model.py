@@ -444,6 +444,25 @@ def test_datamodule_rejects_bad_arguments(kwargs, message):
         KGRecDataModule(path="synthetic", **kwargs)
 
 
+def test_kgrec_keeps_its_history_and_restores_the_best_epoch(synthetic_graph, synthetic_split, tmp_path):
+    import pandas as pd
+
+    from kgrec.eval import evaluate
+
+    model = KGRec(hidden_channels=8, num_layers=1, max_epochs=6, patience=2, batch_size=64).fit(
+        synthetic_split, synthetic_graph)
+    history = model.history_
+    assert list(history["epoch"]) == list(range(len(history))) and len(history) == model.epochs_
+    assert {"val/ndcg@20", "val/recall@20", "train/loss"} <= set(history.columns)
+    best = history.loc[history["val/ndcg@20"].idxmax()]
+    assert model.best_epoch_ == best["epoch"]
+    # the embeddings kept are the best epoch's, not the last one's
+    valid = evaluate(model, synthetic_split, synthetic_graph, on="valid").metrics["ndcg@20"]
+    assert valid == pytest.approx(best["val/ndcg@20"], abs=1e-5)
+    loaded = KGRec.load(model.save(tmp_path / "kgrec.pt"))
+    pd.testing.assert_frame_equal(loaded.history_, history)
+
+
 def test_kgrec_rejects_non_positive_epochs(synthetic_graph, synthetic_split):
     with pytest.raises(ConfigError, match="max_epochs and patience must be positive; got 0, 5"):
         KGRec(max_epochs=0).fit(synthetic_split, synthetic_graph)

@@ -6,6 +6,7 @@ import copy
 import tempfile
 from typing import Literal
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -42,6 +43,10 @@ class KGRec(BaseRecommender):
     stopping on valid NDCG@20, restores the best epoch and keeps the full-graph user and
     item embeddings; ``score`` is their dot product (or cosine). Text features come from
     the graph (``graph.data[nt].x``, built with :mod:`kgrec.text`).
+
+    After ``fit``: ``history_`` (a DataFrame, one row per validation epoch: ``epoch``,
+    ``val/ndcg@20`` and the other ``val/*`` metrics, the last ``train/loss``),
+    ``best_epoch_`` (the restored epoch) and ``epochs_`` (epochs run).
 
     Args:
         hidden_channels: Embedding width.
@@ -154,7 +159,7 @@ class KGRec(BaseRecommender):
         import lightning as L
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-        from kgrec.lightning import KGRecDataModule, KGRecModule
+        from kgrec.lightning import KGRecDataModule, KGRecModule, MetricsHistory
 
         if self.max_epochs <= 0 or self.patience <= 0:
             raise ConfigError(f"max_epochs and patience must be positive; got {self.max_epochs}, {self.patience}.")
@@ -172,13 +177,14 @@ class KGRec(BaseRecommender):
             cold_weight=self.cold_weight, negative_items=self.negative_items,
             learn_relation_weights=self.learn_relation_weights,
         )
+        history = MetricsHistory()
         with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)
             trainer = L.Trainer(
                 max_epochs=self.max_epochs, accelerator="gpu" if str(self.device_).startswith("cuda") else "cpu",
                 devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                 num_sanity_val_steps=0, default_root_dir=tmp,
-                callbacks=[EarlyStopping("val/ndcg@20", mode="max", patience=self.patience), checkpoint],
+                callbacks=[EarlyStopping("val/ndcg@20", mode="max", patience=self.patience), checkpoint, history],
             )
             trainer.fit(module, dm)
             if checkpoint.best_model_path:
@@ -187,6 +193,10 @@ class KGRec(BaseRecommender):
         module.to(self.device_)
         out = _embeddings(module, dm)
         self.epochs_ = int(trainer.current_epoch)
+        self.history_ = pd.DataFrame(history.rows)
+        monitored = self.history_.get("val/ndcg@20")
+        self.best_epoch_ = (int(self.history_.loc[monitored.idxmax(), "epoch"]) if monitored is not None
+                            and monitored.notna().any() else self.epochs_ - 1)
         self.user_embeddings_ = out["user"].detach()
         self.item_embeddings_ = out["item"].detach()
 
