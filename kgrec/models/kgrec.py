@@ -56,7 +56,8 @@ class KGRec(BaseRecommender):
         use_side_info: Use tag nodes (item tags, user attributes).
         kg_min_degree: Drop KG entities with fewer KG edges than this (1 keeps all).
         use_id_embeddings: Learn id embeddings.
-        align_weight: Text–graph alignment loss weight (0: ``kgrec-noalign``).
+        align_weight: Text–graph alignment loss weight (0, the default, switches it off;
+            ``kgrec-align`` uses 0.1; see :class:`~kgrec.lightning.KGRecModule`).
         dropout: Dropout on the input embeddings (the main regulariser on ml-100k).
         side_weight: Share of tag/attribute/KG messages relative to user–item messages
             (see :func:`kgrec.nn.flatten_graph`).
@@ -85,16 +86,16 @@ class KGRec(BaseRecommender):
     benchmark_variants = {
         "kgrec-notext": {"use_text": False},
         "kgrec-nokg": {"use_kg": False},
-        "kgrec-noalign": {"align_weight": 0.0},
         "kgrec-idonly": {"use_text": False, "use_kg": False, "use_side_info": False},
-        # alignment measured without the KG too (the KG changes what alignment can do for cold items)
-        "kgrec-nokg-noalign": {"use_kg": False, "align_weight": 0.0},
+        # the text-graph contrastive alignment loss switched on (off by default: it cost cold items)
+        "kgrec-align": {"align_weight": 0.1},
         # the cold-view ranking loss (what trains cold-item placement) switched off
         "kgrec-nocold": {"cold_weight": 0.0},
         # learned per-relation KG weights (KGAT-style relation awareness) instead of fixed ones
         "kgrec-learnrel": {"learn_relation_weights": True},
         # the sampled-softmax loss (the default before ials) with its own best regularisation
-        "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5},
+        "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5,
+                          "align_weight": 0.1},
     }
 
     def __init__(
@@ -106,7 +107,7 @@ class KGRec(BaseRecommender):
         use_side_info: bool = True,
         kg_min_degree: int = 2,
         use_id_embeddings: bool = True,
-        align_weight: float = 0.1,
+        align_weight: float = 0.0,
         dropout: float = 0.0,
         side_weight: float = 0.1,
         learn_relation_weights: bool = False,
