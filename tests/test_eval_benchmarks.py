@@ -29,6 +29,11 @@ def test_model_names_come_from_baselines_all():
     # ablations are the kgrec class with one part switched off
     assert resolve_model("kgrec-nocold") == (KGRec, {"cold_weight": 0.0})
     assert resolve_model("kgrec-learnrel") == (KGRec, {"learn_relation_weights": True})
+    # the ablation grid: every name resolves to kgrec with one part changed
+    for name in ("kgrec-notext", "kgrec-nokg", "kgrec-noalign", "kgrec-idonly", "kgrec-align"):
+        klass, args = resolve_model(name)
+        assert klass is KGRec and args and set(args) <= set(KGRec().get_params())
+    assert resolve_model("kgrec-noalign")[1] == {"align_weight": 0.0}
     assert KGRec().get_params()["loss"] == "ials"
     klass, args = resolve_model("kgrec-softmax")
     assert klass is KGRec and args["loss"] == "softmax"
