@@ -199,7 +199,10 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # kgrec's own progress at INFO; other libraries (transformers, sentence-transformers) only
+    # when they warn, so `kgrec recommend --liked ...` prints recommendations, not model loading
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kgrec").setLevel(logging.INFO)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         known = ", ".join(sorted(COMMANDS))
         if argv and argv[0] not in ("-h", "--help"):

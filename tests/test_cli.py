@@ -25,3 +25,19 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
 def test_unknown_command(capsys):
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'; known commands: explain, export, fit, ids, info, predict, recommend, similar, test, validate" in capsys.readouterr().err
+
+
+def test_cli_logs_kgrec_progress_but_not_other_libraries_chatter():
+    script = (
+        "import logging\n"
+        "from kgrec.cli import main\n"
+        "main(['--help'])\n"
+        "logging.getLogger('sentence_transformers.base.model').info('loading a model')\n"
+        "logging.getLogger('kgrec').info('epoch 1 valid')\n"
+        "logging.getLogger('transformers').warning('a real warning')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO kgrec: epoch 1 valid" in proc.stderr
+    assert "a real warning" in proc.stderr
+    assert "loading a model" not in proc.stderr
