@@ -175,6 +175,26 @@ def test_alignment_loss_decreases_and_cold_items_land_near_their_tags():
     assert wins >= 0.75 * len(cold)
 
 
+def test_alignment_contrasts_at_most_align_max_nodes(monkeypatch):
+    import kgrec.lightning.module as module_file
+
+    dataset, split, graph = text_world()
+    _, module = make_module(graph, split, align_weight=1.0, align_max_nodes=5)
+    sizes = []
+    real = module_file.alignment_loss
+    monkeypatch.setattr(module_file, "alignment_loss", lambda g, t, tau: sizes.append(len(g)) or real(g, t, tau))
+    with torch.no_grad():
+        data = graph.data
+        out = module.model(data, module.model.flatten(data))
+        ids = {"user": torch.arange(graph.num_users), "item": torch.tensor([0, 1, 1, 2])}
+        assert torch.isfinite(module._alignment(data, out, ids))
+    assert sizes == [5, 3]  # every user would be graph.num_users; duplicates count once
+    assert graph.num_users > 5
+    for bad in (1, 2.5, True):
+        with pytest.raises(ConfigError, match=rf"'align_max_nodes' parameter must be an integer >= 2; got {bad!r}"):
+            make_module(graph, split, align_max_nodes=bad)
+
+
 def test_kg_relation_weights_are_fixed_unless_learned(synthetic_graph):
     data = synthetic_graph.data
     args = ({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types, len(synthetic_graph.relations))
