@@ -89,9 +89,8 @@ class KGRec(BaseRecommender):
         "kgrec-idonly": {"use_text": False, "use_kg": False, "use_side_info": False},
         # the text-graph contrastive alignment loss switched on (off by default: it cost cold items)
         "kgrec-align": {"align_weight": 0.1},
-        # alignment explicitly off: the same as ``kgrec`` at the defaults, kept so the name the
-        # ablation grid has always used still resolves, and stays off under a suite that turns
-        # ``kgrec``'s alignment on
+        # alignment explicitly off: the same as ``kgrec`` at today's defaults, kept so the name
+        # the ablation grid has always used still resolves
         "kgrec-noalign": {"align_weight": 0.0},
         # the cold-view ranking loss (what trains cold-item placement) switched off
         "kgrec-nocold": {"cold_weight": 0.0},
