@@ -3,6 +3,7 @@
     python -m benchmarks.speed sampler --out DIR [--device cpu|cuda]   # benchmarks.sampler_speed
     python -m benchmarks.speed eval    --out DIR [--device cpu|cuda]   # benchmarks.eval_speed
     python -m benchmarks.speed text    --out DIR [--device cpu|cuda]   # benchmarks.text_speed
+    python -m benchmarks.speed train   --out DIR [--device cpu|cuda]   # benchmarks.train_speed
 
 Each writes rows ``{"bench": <subcommand>, "impl", ..., "device", ...}`` into
 ``DIR/speed.json``; the subcommand's module is imported only when it runs.
@@ -22,6 +23,7 @@ SUBCOMMANDS = {
     "sampler": "benchmarks.sampler_speed",
     "eval": "benchmarks.eval_speed",
     "text": "benchmarks.text_speed",
+    "train": "benchmarks.train_speed",
 }
 
 

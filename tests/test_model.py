@@ -488,6 +488,47 @@ def test_kgrec_rejects_non_positive_epochs(synthetic_graph, synthetic_split):
         KGRec(max_epochs=0).fit(synthetic_split, synthetic_graph)
 
 
+@pytest.mark.parametrize("learn_relation_weights", [False, True])
+def test_bf16_mixed_precision_trains_and_validates_in_float32(learn_relation_weights):
+    import lightning as L
+
+    from kgrec.eval import evaluate
+    from kgrec.lightning.module import EmbeddingScorer
+
+    dataset, split, graph = text_world()
+    L.seed_everything(0, verbose=False)
+    dm, module = make_module(graph, split, learn_relation_weights=learn_relation_weights)
+    # the sparse propagation runs in float32 under autocast (CPU sparse kernels have no bfloat16)
+    trainer = fit(module, dm, epochs=2, precision="bf16-mixed")
+    logged = float(trainer.callback_metrics["val/ndcg@20"])
+    out = module.embeddings()
+    assert out["user"].dtype == torch.float32
+    # what was logged is the float32 ranking, not a bfloat16 one with ties
+    ref = evaluate(EmbeddingScorer(out["user"], out["item"]), split, graph, on="valid").metrics["ndcg@20"]
+    assert logged == pytest.approx(ref, abs=1e-6)
+    if learn_relation_weights:  # the relation-weight gradient flowed through the float32 products
+        assert module.model.convs[0].logit.abs().max() > 0
+
+
+def test_train_edges_are_the_split_train_rows(synthetic_graph, synthetic_split):
+    from kgrec.graph import split_to_index
+
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split)
+    users, items = dm.train_edges()
+    expected_users, expected_items = split_to_index(synthetic_graph, synthetic_split.train)
+    assert torch.equal(users, expected_users) and torch.equal(items, expected_items)
+
+
+def test_kgrec_build_gives_the_module_fit_trains(synthetic_graph, synthetic_split):
+    est = KGRec(hidden_channels=8, num_layers=1, align_weight=0.1, align_max_nodes=16, use_kg=False,
+                batch_size=64)
+    dm, module = est.build(synthetic_split, synthetic_graph)
+    assert module.hparams.align_max_nodes == 16 and module.hparams.hidden_channels == 8
+    assert "entity" not in dm.graph_info["num_nodes"] and dm.batch_size == 64
+    with pytest.raises(ConfigError, match="align_max_nodes"):
+        KGRec(align_max_nodes=1).build(synthetic_split, synthetic_graph)
+
+
 def test_atomic_write_leaves_nothing_half_written(tmp_path):
     from kgrec.io import atomic_write, atomic_write_text
 

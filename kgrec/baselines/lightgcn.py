@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch_geometric.nn.models import LightGCN as PyGLightGCN
 from torch_geometric.utils import to_torch_csr_tensor
@@ -38,6 +40,9 @@ class LightGCN(FactorScorer):
         patience: Checks without improvement before stopping.
         seed: Seed of initialisation and sampling.
         device: Training and scoring device.
+
+    After ``fit``: ``epoch_seconds_``, the wall time of each training epoch (sampling and
+    optimiser steps; validation excluded), which ``benchmarks.train_speed`` reports.
 
     .. warning::
         The propagation graph is built from ``split.train`` only; passing a graph that
@@ -99,7 +104,9 @@ class LightGCN(FactorScorer):
             model.train()
 
         refresh()
+        self.epoch_seconds_ = []
         for epoch in range(1, self.max_epochs + 1):
+            started = time.perf_counter()
             for u, i, j in sampler.epoch(self.batch_size):
                 u, i, j = u.to(dev), i.to(dev) + n_users, j.to(dev) + n_users
                 emb = model.get_embedding(edge_index)
@@ -111,6 +118,9 @@ class LightGCN(FactorScorer):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            if str(dev).startswith("cuda"):
+                torch.cuda.synchronize(dev)
+            self.epoch_seconds_.append(time.perf_counter() - started)
             if use_valid and (epoch % self.eval_every == 0 or epoch == self.max_epochs):
                 refresh()
                 stop = stopper.step(

@@ -319,11 +319,12 @@ class KGRecModule(L.LightningModule):
 
     @torch.no_grad()
     def embeddings(self) -> dict[str, Tensor]:
-        """Full-graph embeddings of every node type (eval mode)."""
+        """Full-graph embeddings of every node type (eval mode, float32 even under mixed precision)."""
         was_training = self.training
         self.eval()
         data, flat = self.full_graph()
-        out = self.model(data, flat)
+        with torch.autocast(self.device.type, enabled=False):
+            out = self.model(data, flat)
         self.train(was_training)
         return out
 
@@ -333,13 +334,16 @@ class KGRecModule(L.LightningModule):
         dm = self._datamodule()
         out = self.embeddings()
         scorer = EmbeddingScorer(out["user"], out["item"], cosine=self.hparams.score == "cosine")
-        result = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks)
-        metrics = dict(result.metrics)
-        self.last_eval[on] = metrics
-        if on == "test" and dm.split.cold_items:
-            cold = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks, cold_only=True)
-            self.last_eval["cold"] = dict(cold.metrics)
-            metrics.update({f"cold_{k}": v for k, v in cold.metrics.items()})
+        # Scores in float32 whatever the trainer's precision: bfloat16 scores tie items that
+        # differ below its 8-bit mantissa, and ties would change the ranking being measured.
+        with torch.autocast(self.device.type, enabled=False):
+            result = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks)
+            metrics = dict(result.metrics)
+            self.last_eval[on] = metrics
+            if on == "test" and dm.split.cold_items:
+                cold = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks, cold_only=True)
+                self.last_eval["cold"] = dict(cold.metrics)
+                metrics.update({f"cold_{k}": v for k, v in cold.metrics.items()})
         stage = "val" if on == "valid" else "test"
         log.info("epoch %d %s: ndcg@20 %.4f recall@20 %.4f", self.current_epoch, on,
                  metrics.get("ndcg@20", float("nan")), metrics.get("recall@20", float("nan")))

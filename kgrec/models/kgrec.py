@@ -58,6 +58,8 @@ class KGRec(BaseRecommender):
         use_id_embeddings: Learn id embeddings.
         align_weight: Text–graph alignment loss weight (0, the default, switches it off;
             ``kgrec-align`` uses 0.1; see :class:`~kgrec.lightning.KGRecModule`).
+        align_max_nodes: Most distinct nodes per type the alignment loss contrasts in a step
+            (a random subset above it; see :class:`~kgrec.lightning.KGRecModule`).
         dropout: Dropout on the input embeddings (the main regulariser on ml-100k).
         side_weight: Share of tag/attribute/KG messages relative to user–item messages
             (see :func:`kgrec.nn.flatten_graph`).
@@ -111,6 +113,7 @@ class KGRec(BaseRecommender):
         kg_min_degree: int = 2,
         use_id_embeddings: bool = True,
         align_weight: float = 0.0,
+        align_max_nodes: int = 2048,
         dropout: float = 0.0,
         side_weight: float = 0.1,
         learn_relation_weights: bool = False,
@@ -139,6 +142,7 @@ class KGRec(BaseRecommender):
         self.kg_min_degree = kg_min_degree
         self.use_id_embeddings = use_id_embeddings
         self.align_weight = align_weight
+        self.align_max_nodes = align_max_nodes
         self.dropout = dropout
         self.side_weight = side_weight
         self.learn_relation_weights = learn_relation_weights
@@ -159,15 +163,19 @@ class KGRec(BaseRecommender):
         self.device = device
         self.seed = seed
 
-    def _fit(self, split, graph) -> None:
-        import lightning as L
-        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    def build(self, split, graph):
+        """The data module and the untrained :class:`~kgrec.lightning.KGRecModule` that :meth:`fit` trains.
 
-        from kgrec.lightning import KGRecDataModule, KGRecModule, MetricsHistory
+        For code that drives its own :class:`lightning.Trainer` over exactly the model ``fit``
+        would train (``benchmarks.train_speed`` times epochs this way).
+
+        Returns:
+            ``(datamodule, module)``.
+        """
+        from kgrec.lightning import KGRecDataModule, KGRecModule
 
         if self.max_epochs <= 0 or self.patience <= 0:
             raise ConfigError(f"max_epochs and patience must be positive; got {self.max_epochs}, {self.patience}.")
-        L.seed_everything(self.seed, verbose=False)
         sub = prune_entities(_restrict(graph, self.use_kg, self.use_side_info), self.kg_min_degree)
         dm = KGRecDataModule.from_graph(sub, split, batch_size=self.batch_size, sampling=self.sampling,
                                         num_neighbors=[10] * self.num_layers)
@@ -177,10 +185,21 @@ class KGRec(BaseRecommender):
             in_batch_negatives=self.in_batch_negatives,
             loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
             unobserved_weight=self.unobserved_weight, weight_decay=self.weight_decay,
-            align_weight=self.align_weight, lr=self.lr, dropout=self.dropout, side_weight=self.side_weight,
+            align_weight=self.align_weight, align_max_nodes=self.align_max_nodes, lr=self.lr,
+            dropout=self.dropout, side_weight=self.side_weight,
             cold_weight=self.cold_weight, negative_items=self.negative_items,
             learn_relation_weights=self.learn_relation_weights,
         )
+        return dm, module
+
+    def _fit(self, split, graph) -> None:
+        import lightning as L
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+        from kgrec.lightning import MetricsHistory
+
+        L.seed_everything(self.seed, verbose=False)
+        dm, module = self.build(split, graph)
         history = MetricsHistory()
         with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)

@@ -18,6 +18,11 @@ class _RelationalSpMM(torch.autograd.Function):
     backward for ``x``; the gradient of the learnable relation weights takes one more
     sparse product over (relation, source) pairs (``flat.rel_pairs``) rather than an
     ``(E, d)`` edge-wise product, which was 70% of a training step on ml-100k with its KG.
+
+    The products run in float32 with autocast off, whatever the input dtype: under
+    ``bf16-mixed`` autocast would cast them to bfloat16, which the CPU's sparse kernels
+    reject ("addmm_out_sparse_csr_impl_mkl not implemented for 'BFloat16'"), and
+    propagation is memory-bound, so half precision would buy little there.
     """
 
     @staticmethod
@@ -25,10 +30,13 @@ class _RelationalSpMM(torch.autograd.Function):
         crow, col, perm = flat.csr
         n = crow.numel() - 1
         values = flat.edge_weight * alpha[flat.rel]
+        ctx.input_dtype = x.dtype
+        x = x.float()
         adj = torch.sparse_csr_tensor(crow, col, values[perm], (n, x.size(0)), check_invariants=False)
         ctx.save_for_backward(values, x)
         ctx.flat, ctx.n, ctx.num_rel = flat, n, alpha.numel()
-        return adj @ x
+        with torch.autocast(x.device.type, enabled=False):
+            return adj @ x
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
@@ -39,13 +47,15 @@ class _RelationalSpMM(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             crow_t, col_t, perm_t = flat.csr_t
             adj_t = torch.sparse_csr_tensor(crow_t, col_t, values[perm_t], (x.size(0), n), check_invariants=False)
-            grad_x = adj_t @ grad
+            with torch.autocast(grad.device.type, enabled=False):
+                grad_x = (adj_t @ grad.float()).to(ctx.input_dtype)
         if ctx.needs_input_grad[0]:
             grad_alpha = values.new_zeros(ctx.num_rel)
             if flat.rel_pairs is not None:
                 crow, col, w, pair_src, pair_rel = flat.rel_pairs
                 m = torch.sparse_csr_tensor(crow, col, w, (crow.numel() - 1, n), check_invariants=False)
-                contrib = ((m @ grad) * x.index_select(0, pair_src)).sum(-1)
+                with torch.autocast(grad.device.type, enabled=False):
+                    contrib = ((m @ grad.float()) * x.index_select(0, pair_src)).sum(-1)
                 grad_alpha.index_add_(0, pair_rel, contrib)
         return grad_alpha, grad_x, None
 

@@ -1,0 +1,80 @@
+"""The ``python -m benchmarks.speed train`` command contract, on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import speed
+from benchmarks.train_speed import make_scale_graph, suite_args
+from kgrec.graph import INTERACTS
+
+REQUIRED = {"bench", "impl", "data", "device", "batch_size", "train_edges", "epoch_s", "first_epoch_s",
+            "peak_memory_mb", "steps_per_epoch", "git_sha"}
+
+
+def test_train_subcommand_times_kgrec_and_lightgcn_and_keeps_other_benches(tmp_path, capsys):
+    (tmp_path / "speed.json").write_text(json.dumps([{"bench": "eval", "impl": "kgrec"}]))
+    code = speed.main(["train", "--out", str(tmp_path), "--data", "synthetic", "--text-encoder", "hashing",
+                       "--epochs", "2", "--scale", "400,80,4000", "--scale-batch", "1024", "--threads", "1"])
+    assert code == 0
+    rows = json.loads((tmp_path / "speed.json").read_text())
+    assert rows[0] == {"bench": "eval", "impl": "kgrec"}
+    train = [r for r in rows if r["bench"] == "train"]
+    assert [(r["data"], r["impl"]) for r in train] == [
+        ("synthetic", "kgrec"), ("synthetic", "pyg-lightgcn"), ("synthetic-400x80x4000", "kgrec")]
+    for row in train:
+        assert REQUIRED <= set(row) and row["device"] == "cpu" and row["epoch_s"] > 0 and row["peak_memory_mb"] > 0
+    kgrec, lightgcn, scale = train
+    assert kgrec["epochs"] == lightgcn["epochs"] == 2
+    # both models saw the same train edges; each got its suite's batch size
+    assert kgrec["train_edges"] == lightgcn["train_edges"]
+    assert lightgcn["batch_size"] == suite_args("synthetic", "lightgcn")["batch_size"]
+    assert scale["train_edges"] == 4000 and scale["batch_size"] == 1024 and scale["steps_per_epoch"] == 3
+    assert not scale["extrapolated"]
+    markdown = (tmp_path / "speed_train.md").read_text()
+    assert "**synthetic (cpu): kgrec epoch" in markdown and "| synthetic-400x80x4000 | kgrec |" in markdown
+
+
+def test_scale_steps_extrapolate_the_epoch(tmp_path):
+    assert speed.main(["train", "--out", str(tmp_path), "--data", "", "--scale", "300,60,3000",
+                       "--scale-batch", "512", "--scale-steps", "2", "--threads", "1"]) == 0
+    (row,) = json.loads((tmp_path / "speed.json").read_text())
+    # the first (warm-up) step is timed apart: two steps run, one is extrapolated from
+    assert row["extrapolated"] and row["steps_timed"] == 1 and row["steps_per_epoch"] == 5
+    assert row["first_step_s"] > 0
+    assert row["epoch_s"] == pytest.approx(row["step_s"] * 5, rel=0.01)
+    assert "extrapolated from 1 steps" in (tmp_path / "speed_train.md").read_text()
+
+
+def test_scale_graph_has_the_requested_shape():
+    graph = make_scale_graph(500, 100, 5000, seed=3)
+    data = graph.data
+    assert data[INTERACTS].edge_index.size(1) == 5000
+    assert (data["user"].num_nodes, data["item"].num_nodes) == (500, 100)
+    assert data["item"].x.shape == (100, 384) and data["item"].x.dtype == torch.float16
+    assert data["item", "kg", "entity"].edge_type.max() < len(graph.relations)
+    assert data.validate(raise_on_error=True)
+    assert graph.vocabs["item"].decode([7])[0] == "i7"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scale", "10,10"], "--scale wants USERS,ITEMS,EDGES"),
+    (["--scale", "10,10,500"], "EDGES <= USERS x ITEMS"),
+    (["--models", "kgrec,ease"], "unknown model(s) ['ease']"),
+    (["--data", ""], "nothing to time"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_bad_arguments_are_named(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        speed.main(["train", "--out", str(tmp_path), *argv])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")
+def test_cuda_without_a_gpu_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        speed.main(["train", "--out", str(tmp_path), "--device", "cuda"])
+    assert "--device cuda needs a CUDA GPU" in capsys.readouterr().err
