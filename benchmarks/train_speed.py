@@ -193,7 +193,7 @@ def load_split_graph(data: str, text_encoder: str, device: str):
     dataset = load_dataset(data)
     split = split_dataset(dataset, "random", seed=2026)
     vocabs = build_vocabs(dataset)
-    encoder = HashingTextEncoder(dim=64) if text_encoder == "hashing" else TextEncoder(device=device)
+    encoder = HashingTextEncoder(dim=384) if text_encoder == "hashing" else TextEncoder(device=device)
     x = encode_node_texts(dataset, split, vocabs, encoder, show_progress=False)
     graph = build_graph(dataset, split, text_features={k: v for k, v in x.items() if v is not None}, vocabs=vocabs)
     return split, graph

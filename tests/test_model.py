@@ -431,6 +431,11 @@ class _RecordShard(_L.Callback):
     def __init__(self, folder):
         self.folder = str(folder)
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        users, items = batch
+        with open(Path(self.folder, f"edges{trainer.global_rank}.txt"), "a") as fh:
+            fh.writelines(f"{u} {i}\n" for u, i in zip(users.tolist(), items.tolist()))
+
     def on_train_epoch_end(self, trainer, pl_module):
         Path(self.folder, f"rank{trainer.global_rank}.txt").write_text(str(trainer.num_training_batches))
 
@@ -450,6 +455,9 @@ def test_ddp_two_cpu_processes_train_on_shards(synthetic_graph, synthetic_split,
     assert trainer.world_size == 2
     # 480 training edges split over 2 ranks: 240 each, 7 full batches of 32 (one rank alone: 15)
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["7", "7"]
+    # the shards are disjoint: no training edge reached both ranks
+    seen = [set((tmp_path / f"edges{r}.txt").read_text().split("\n")) - {""} for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 7 * 32 and not seen[0] & seen[1]
     after = module.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained weights came back
 
@@ -510,6 +518,30 @@ def test_bf16_mixed_precision_trains_and_validates_in_float32(learn_relation_wei
         assert module.model.convs[0].logit.abs().max() > 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compares a CUDA run with the CPU one; needs a GPU")
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_training_on_cuda_matches_cpu(precision):
+    import lightning as L
+
+    dataset, split, graph = text_world()
+    runs = {}
+    for accelerator in ("cpu", "gpu"):
+        L.seed_everything(0, verbose=False)
+        dm, module = make_module(graph, split)
+        trainer = L.Trainer(max_epochs=3, accelerator=accelerator, devices=1, logger=False,
+                            precision=precision if accelerator == "gpu" else "32-true",
+                            enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0)
+        trainer.fit(module, dm)
+        assert module.device.type == ("cuda" if accelerator == "gpu" else "cpu")
+        runs[accelerator] = (float(trainer.callback_metrics["val/ndcg@20"]), module.embeddings()["item"].cpu())
+    (cpu_ndcg, cpu_item), (gpu_ndcg, gpu_item) = runs["cpu"], runs["gpu"]
+    if precision == "32-true":  # the same steps (the ials loss samples nothing): the same model
+        assert torch.allclose(gpu_item, cpu_item, rtol=1e-3, atol=1e-3)
+        assert gpu_ndcg == pytest.approx(cpu_ndcg, abs=0.01)
+    else:  # bf16 matmuls train a slightly different model, not a broken one
+        assert gpu_item.dtype == torch.float32 and gpu_ndcg > 0.5 * cpu_ndcg
+
+
 def test_train_edges_are_the_split_train_rows(synthetic_graph, synthetic_split):
     from kgrec.graph import split_to_index
 
@@ -517,6 +549,24 @@ def test_train_edges_are_the_split_train_rows(synthetic_graph, synthetic_split):
     users, items = dm.train_edges()
     expected_users, expected_items = split_to_index(synthetic_graph, synthetic_split.train)
     assert torch.equal(users, expected_users) and torch.equal(items, expected_items)
+
+
+def test_full_graph_batches_are_the_shuffled_loader_batches(synthetic_graph, synthetic_split):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, batch_size=64)
+    users, items = dm.train_edges()
+    torch.manual_seed(5)
+    reference = list(DataLoader(TensorDataset(users, items), batch_size=64, shuffle=True, drop_last=True))
+    torch.manual_seed(5)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(reference) == len(dm.train_dataloader()) == len(users) // 64
+    for (u, i), (ref_u, ref_i) in zip(batches, reference):
+        assert torch.equal(u, ref_u) and torch.equal(i, ref_i)
+    # one batch only when the edges are fewer than a batch: nothing is dropped
+    small = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, batch_size=10 * len(users))
+    (whole,) = list(small.train_dataloader())
+    assert sorted(zip(whole[0].tolist(), whole[1].tolist())) == sorted(zip(users.tolist(), items.tolist()))
 
 
 def test_kgrec_build_gives_the_module_fit_trains(synthetic_graph, synthetic_split):

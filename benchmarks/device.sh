@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The prepared GPU check: one device run (an H100/H200, about 5-8 minutes) that does what
+# this CPU-only machine cannot — the CUDA tests, then `benchmarks.speed train` on the GPU:
+# ml-1m epochs of kgrec against PyG's LightGCN (BPR, batch 8,192) side by side, and kgrec on
+# the 1M-user / 200k-item / 100M-edge synthetic graph (peak memory, epoch time from 20 steps).
+#
+# The device machine has torch + CUDA, PyG, Lightning, pandas, scikit-learn and transformers
+# but no internet, so the ml-1m files travel with the repo. Prepare once, here, from the repo root:
+#   echo /.devcache/ >> .git/info/exclude
+#   mkdir -p .devcache/datasets && cp -r ~/.cache/kgrec/datasets/ml-1m .devcache/datasets/
+#   gzip -f .devcache/datasets/ml-1m/ml-1m.inter          # 45 MB -> ~12 MB: the tree travels capped at 64 MiB
+# then run it there with carry [".devcache"]:   bash benchmarks/device.sh
+# Results land in $OUT (speed.json, speed_train.md, logs); merge speed.json's "train" rows into
+# benchmarks/results/speed/ with a CPU run of the same command without --device cuda.
+# Text features are 384-d hashing vectors (the MiniLM weights, ~90 MB, do not fit the transfer):
+# the same input width as MiniLM, so the same model and the same work per step.
+set -uo pipefail
+out=${OUT:-runs/device}
+mkdir -p "$out"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 KGREC_CACHE_DIR=$PWD/.devcache
+if [ -f .devcache/datasets/ml-1m/ml-1m.inter.gz ]; then gunzip -kf .devcache/datasets/ml-1m/ml-1m.inter.gz; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_sampler.py \
+    -k "cuda or gpu" 2>&1 | tail -5 | tee "$out/tests.txt"
+timeout 420 python3 -m benchmarks.speed train --out "$out" --device cuda --data ml-1m --epochs 5 \
+    --text-encoder hashing --scale 1000000,200000,100000000 --scale-steps 20 2>&1 \
+    | grep -v -i "warning\|litlogger\|pytree" | tee "$out/train_speed.log"
