@@ -51,14 +51,16 @@ IU = ("item", "rev_interacts", "user")
 
 
 def _git_sha() -> str:
-    """Short HEAD sha, with ``-dirty`` when tracked or new files differ from it."""
+    """Short HEAD sha, with ``-dirty`` when code under kgrec/ or benchmarks/ differs from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent.parent).stdout.strip()
 
     try:
         sha = git("rev-parse", "--short", "HEAD")
-        return sha + ("-dirty" if git("status", "--porcelain", "--", "kgrec", "benchmarks") else "")
+        # results written by earlier runs (benchmarks/results) do not make the code dirty
+        changed = git("status", "--porcelain", "--", "kgrec", "benchmarks", ":(exclude)benchmarks/results")
+        return sha + ("-dirty" if changed else "")
     except Exception:  # noqa: BLE001 - not a git checkout or no commit yet
         return "unknown"
 
