@@ -68,6 +68,30 @@ def test_propagation_equals_dense_normalised_adjacency(synthetic_graph):
     assert grad_sparse[1][~model.convs[0].learnable].abs().sum() == 0
 
 
+def test_fixed_relation_weights_propagate_over_a_cached_adjacency(synthetic_graph):
+    data = synthetic_graph.data
+    model = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
+                       len(synthetic_graph.relations), hidden_channels=8, num_layers=2)
+    flat = model.flatten(data)
+    conv = model.convs[0]
+    assert not conv.logit.requires_grad
+    dense = torch.zeros(flat.num_nodes, flat.num_nodes)
+    dense.index_put_((flat.edge_index[1], flat.edge_index[0]), flat.edge_weight, accumulate=True)
+    mask = model.side_relations
+    dense_side = torch.zeros_like(dense)
+    dense_side.index_put_((flat.edge_index[1], flat.edge_index[0]), flat.edge_weight * mask[flat.rel],
+                          accumulate=True)
+    for _ in range(2):  # the second round runs on the cached adjacencies
+        x = torch.randn(flat.num_nodes, 8, requires_grad=True)
+        out, side = conv(x, flat), model.convs[1](x, flat, mask, mask_key="side")
+        assert torch.allclose(out, dense @ x, atol=1e-5) and torch.allclose(side, dense_side @ x, atol=1e-5)
+        grad = torch.autograd.grad((out ** 2).sum() + side.sum(), x)[0]
+        ref = torch.autograd.grad(((dense @ x) ** 2).sum() + (dense_side @ x).sum(), x)[0]
+        assert torch.allclose(grad, ref, atol=1e-4)
+    # one adjacency pair per key, shared by both layers
+    assert sorted(k for k, _ in flat._adjacency_cache) == ["all", "side"]
+
+
 def test_side_messages_get_a_fixed_share(synthetic_graph):
     data = synthetic_graph.data
     args = ({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types, len(synthetic_graph.relations))

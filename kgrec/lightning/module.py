@@ -260,14 +260,17 @@ class KGRecModule(L.LightningModule):
     def _ranking_loss(self, out: dict[str, Tensor], users: Tensor, items: Tensor,
                       item_key: str = "item", fixed_users: bool = False, pool: Tensor | None = None) -> Tensor:
         hp = self.hparams
-        u, catalogue = out["user"][users], out[item_key]
+        # index_select rather than x[idx]: its backward is an index_add, where indexing's is an
+        # accumulating index_put that took a fifth of an ml-1m CPU step
+        u, catalogue = out["user"].index_select(0, users), out[item_key]
         if fixed_users:
             u = u.detach()
         if hp.score == "cosine":  # every loss below then works on dot products of unit vectors
             u, catalogue = F.normalize(u, dim=-1), F.normalize(catalogue, dim=-1)
-        i = catalogue[items]
+        i = catalogue.index_select(0, items)
         if hp.loss == "ials":
-            return gramian_loss(u, i, catalogue if pool is None else catalogue[pool], hp.unobserved_weight)
+            items_all = catalogue if pool is None else catalogue.index_select(0, pool)
+            return gramian_loss(u, i, items_all, hp.unobserved_weight)
         size = catalogue.size(0) if pool is None else pool.numel()
         neg = torch.randint(0, size, (len(items) if hp.loss == "bpr" else hp.num_negatives,), device=items.device)
         if pool is not None:
@@ -312,7 +315,8 @@ class KGRecModule(L.LightningModule):
             self.log("train/align_loss", align, batch_size=len(users))
         if self.hparams.weight_decay:
             h0 = self.model.input_embeddings(data)
-            reg = (h0["user"][users].pow(2).sum() + h0["item"][items].pow(2).sum()) / len(users)
+            reg = (h0["user"].index_select(0, users).pow(2).sum()
+                   + h0["item"].index_select(0, items).pow(2).sum()) / len(users)
             loss = loss + self.hparams.weight_decay * reg
         self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
         return loss

@@ -224,7 +224,7 @@ class KGRecModel(nn.Module):
             cold = text0["item"]
         for layer, conv in enumerate(self.convs):
             if cold is not None:
-                side = flat.slice(conv(h, flat, self.side_relations), "item")
+                side = flat.slice(conv(h, flat, self.side_relations, mask_key="side"), "item")
                 if layer == 1:
                     # replace the item's own input, echoed back over 2-cycles, by its cold input
                     echo = self._echo(flat, self.convs[0].relation_weights(), conv.relation_weights())
