@@ -301,7 +301,8 @@ class KGRecModule(L.LightningModule):
         else:
             data, flat = self.full_graph()
             users, items = batch
-        out = self.model(data, flat, cold_view=self.cold_view)
+        h0: dict[str, Tensor] | None = {} if self.hparams.weight_decay else None
+        out = self.model(data, flat, cold_view=self.cold_view, inputs=h0)
         pool = self._negative_pool(data)
         loss = rank = self._ranking_loss(out, users, items, pool=pool)
         self.log("train/rank_loss", rank, prog_bar=False, batch_size=len(users))
@@ -313,8 +314,7 @@ class KGRecModule(L.LightningModule):
             align = self._alignment(data, out, {"user": users, "item": items})
             loss = loss + self.hparams.align_weight * align
             self.log("train/align_loss", align, batch_size=len(users))
-        if self.hparams.weight_decay:
-            h0 = self.model.input_embeddings(data)
+        if self.hparams.weight_decay:  # on the inputs of this forward pass (before dropout)
             reg = (h0["user"].index_select(0, users).pow(2).sum()
                    + h0["item"].index_select(0, items).pow(2).sum()) / len(users)
             loss = loss + self.hparams.weight_decay * reg

@@ -140,13 +140,16 @@ class KGRecModel(nn.Module):
         """Text embeddings ``(N, text_dim)`` projected to ``(N, hidden_channels)``."""
         return self.text_proj[node_type](x.float())
 
-    def input_embeddings(self, data: HeteroData, text_only: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def input_embeddings(self, data: HeteroData, text_only: dict[str, Tensor] | None = None,
+                         before_dropout: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """:math:`\\mathbf{h}^{(0)}` per node type for the nodes of ``data`` (``n_id`` if sampled).
 
         Args:
             data: The (sub)graph.
             text_only: If given, its keys (node types) are filled with their input as a node
                 without an id embedding would have it (its projected text, after dropout).
+            before_dropout: If given, filled with every node type's input before dropout (what
+                the weight decay of :class:`~kgrec.lightning.KGRecModule` penalises).
         """
         out = {}
         for nt in self.node_types:
@@ -176,6 +179,8 @@ class KGRecModel(nn.Module):
                 h = t if h is None else h + t
             if h is None:
                 h = torch.zeros(n, self.hidden_channels, device=device)
+            if before_dropout is not None:
+                before_dropout[nt] = h
             out[nt] = F.dropout(h, self.dropout, self.training)
         return out
 
@@ -196,8 +201,11 @@ class KGRecModel(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, data: HeteroData, flat: FlatGraph | None = None,
-                cold_view: bool = False) -> dict[str, Tensor]:
+                cold_view: bool = False, inputs: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Final embeddings per node type of the nodes in ``data``.
+
+        ``inputs``, if given, is filled with each node type's input embeddings before dropout,
+        so a caller that penalises them need not compute them a second time.
 
         With ``cold_view``, the result also holds ``"item_cold"``: every item's embedding
         as if it had no interactions and no id embedding — its projected text plus, at each
@@ -213,7 +221,7 @@ class KGRecModel(nn.Module):
         flat = flat if flat is not None else self.flatten(data)
         device = flat.edge_index.device
         text0: dict[str, Tensor] | None = {"item": None} if cold_view else None
-        h0 = self.input_embeddings(data, text_only=text0)
+        h0 = self.input_embeddings(data, text_only=text0, before_dropout=inputs)
         h = torch.cat([h0.get(nt, torch.zeros(flat.sizes[nt], self.hidden_channels, device=device))
                        for nt in self.node_types])
         total = h
