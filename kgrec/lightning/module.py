@@ -243,7 +243,7 @@ class KGRecModule(L.LightningModule):
         self.model.set_id_mask("user", torch.bincount(users, minlength=dm.graph.num_users) > 0)
         self.model.set_id_mask("item", torch.bincount(items, minlength=dm.graph.num_items) > 0)
         self.model.set_full_graph(dm.graph.data)
-        self._full = None
+        self._full = self._full_pool = None
 
     # ---------------------------------------------------------------- steps
     def forward(self, data: HeteroData, flat=None) -> dict[str, Tensor]:
@@ -254,8 +254,13 @@ class KGRecModule(L.LightningModule):
         if self.hparams.negative_items == "all":
             return None
         store = data["item"]
-        n_id = store.n_id if "n_id" in store else torch.arange(int(store.num_nodes), device=self.device)
-        return self.model.id_mask_item[n_id].nonzero().view(-1)
+        if "n_id" in store:  # a sampled subgraph: its own items
+            return self.model.id_mask_item[store.n_id].nonzero().view(-1)
+        # the full graph: the same pool every step, found once (nonzero waits for the GPU)
+        pool = getattr(self, "_full_pool", None)
+        if pool is None or pool.device != self.device:
+            pool = self._full_pool = self.model.id_mask_item.nonzero().view(-1).to(self.device)
+        return pool
 
     def _ranking_loss(self, out: dict[str, Tensor], users: Tensor, items: Tensor,
                       item_key: str = "item", fixed_users: bool = False, pool: Tensor | None = None) -> Tensor:
@@ -384,7 +389,7 @@ class KGRecModule(L.LightningModule):
             checkpoint["kgrec_serving"] = self._serving
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._full = None
+        self._full = self._full_pool = None
 
 
 def _canon(value):
