@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from kgrec.errors import ConfigError
+from kgrec.nn.flatten import _csr_layout
 
 __all__ = ["RelationalLightConv", "relational_spmm"]
 
@@ -84,8 +85,6 @@ def _adjacency(flat, alpha: Tensor) -> tuple[Tensor, Tensor]:
     propagation, which zeroes every user–item edge) are left out of both matrices, so the
     side-only product touches the tag and KG edges alone (on ml-1m 56k of 1.66M edges).
     """
-    from kgrec.nn.flatten import _csr_layout
-
     weight = alpha[flat.rel]
     values = flat.edge_weight * weight
     (crow, col, perm), (crow_t, col_t, perm_t) = flat.csr, flat.csr_t
