@@ -24,23 +24,20 @@ table (``DIR/speed_sampler.md``) adds kgrec/pyg ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
-import subprocess
 import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch_geometric
 import torch_geometric.typing as pyg_typing
 from torch_geometric.data import HeteroData
 from torch_geometric.loader import LinkLoader, LinkNeighborLoader
 from torch_geometric.sampler import NegativeSampling
 
+from benchmarks.speed_rows import header, merge_rows, run_meta
 from kgrec.io import atomic_write_text
 from kgrec.sampler import FullGraphSampler, HeteroNeighborSampler
 
@@ -48,21 +45,6 @@ __all__ = ["main", "make_powerlaw_graph", "load_ml1m_graph", "time_loaders", "ti
 
 UI = ("user", "interacts", "item")
 IU = ("item", "rev_interacts", "user")
-
-
-def _git_sha() -> str:
-    """Short HEAD sha, with ``-dirty`` when code under kgrec/ or benchmarks/ differs from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent.parent).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "--short", "HEAD")
-        # results written by earlier runs (benchmarks/results) do not make the code dirty
-        changed = git("status", "--porcelain", "--", "kgrec", "benchmarks", ":(exclude)benchmarks/results")
-        return sha + ("-dirty" if changed else "")
-    except Exception:  # noqa: BLE001 - not a git checkout or no commit yet
-        return "unknown"
 
 
 def make_powerlaw_graph(num_edges: int, seed: int = 0, users_per_edge: float = 1 / 50,
@@ -259,10 +241,6 @@ def bench_graph(name: str, data: HeteroData, device: str, batch_sizes: Sequence[
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def _config(row: dict) -> tuple:
     """What a row measured; a new run replaces old rows of the same configuration only."""
     return tuple(row.get(k) for k in ("device", "graph", "batch_size", "fanout", "impl"))
@@ -277,9 +255,7 @@ def to_markdown(rows: List[dict]) -> str:
     lines = [
         "# Sampler speed",
         "",
-        f"`python -m benchmarks.speed sampler` — git {meta.get('git_sha')}, torch {meta.get('torch')}, "
-        f"torch_geometric {meta.get('torch_geometric')}, {meta.get('threads')} thread(s), "
-        f"{meta.get('machine')}.",
+        header("sampler", meta),
         "One PyG mini-batch = sampling + binary negatives (1:1) + PyG's `filter_fn` building the `HeteroData`. "
         "kgrec drops each batch's seed edges from its subgraph (PyG keeps them). "
         "`full` = kgrec's `FullGraphSampler` (the whole train graph every step). "
@@ -355,9 +331,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              + (",powerlaw-100000000" if args.device == "cuda" else ""))
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     fanouts = [[int(k) for k in f.split(",")] for f in args.fanouts.split(";")]
-    meta = {"git_sha": _git_sha(), "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
-            "threads": args.threads, "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
+    meta = run_meta(args.device, args.threads)
 
     out = args.out / "speed.json"
     rows: List[dict] = []
@@ -379,14 +353,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.max_batches, args.max_seconds, train_steps=not args.no_train_steps,
             full_train_steps=num_edges <= args.max_full_train_edges)]
         # Written after every graph; rows of other benches, devices and graphs are kept.
-        previous = json.loads(out.read_text()) if out.exists() else []
-        done = {_config(r) for r in rows}
-        merged = [r for r in previous if r.get("bench") != "sampler" or _config(r) not in done]
-        _atomic_write(out, json.dumps(merged + rows, indent=1) + "\n")
-        sampler_rows = [r for r in merged + rows if r.get("bench") == "sampler"]
+        sampler_rows = merge_rows(args.out, rows, "sampler", _config)
         order = {g: i for i, g in enumerate(dict.fromkeys(r["graph"] for r in sampler_rows))}
         sampler_rows.sort(key=lambda r: (r["device"], order[r["graph"]], r["batch_size"]))
-        _atomic_write(args.out / "speed_sampler.md", to_markdown(sampler_rows))
+        atomic_write_text(args.out / "speed_sampler.md", to_markdown(sampler_rows))
     print(f"wrote {out} and {args.out / 'speed_sampler.md'}")
     return 0
 

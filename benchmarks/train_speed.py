@@ -37,9 +37,6 @@ Rows (``DIR/speed.json``, merged with rows of other benches): ``{"bench": "train
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -49,10 +46,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch_geometric
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.sampler_speed import _git_sha, make_powerlaw_graph
+from benchmarks.sampler_speed import make_powerlaw_graph
+from benchmarks.speed_rows import header, merge_rows, run_meta
 from kgrec.io import atomic_write_text
 
 __all__ = ["main", "make_scale_graph", "time_kgrec", "time_lightgcn"]
@@ -91,7 +88,8 @@ def _reset_peak(device: str) -> None:
 
 
 class _EpochTimer(Callback):
-    """Lightning callback: wall time and step count of every training epoch, first step to last.
+    """Lightning callback: wall time and step count of every training epoch, first step to last
+    (Lightning's own ``Timer`` callback keeps only per-stage totals and does not wait for the GPU).
 
     With ``per_step`` it also keeps each step's end time (CUDA synchronised after every step),
     so a short run can leave its warm-up step out.
@@ -254,9 +252,7 @@ def to_markdown(rows: List[dict]) -> str:
     lines = [
         "# Training speed",
         "",
-        f"`python -m benchmarks.speed train` — git {meta.get('git_sha')}, torch {meta.get('torch')}, "
-        f"torch_geometric {meta.get('torch_geometric')}, {meta.get('threads')} thread(s), {meta.get('machine')}"
-        + (f", {meta['gpu']}" if meta.get("gpu") else "") + ".",
+        header("train", meta),
         "An epoch = every train edge once, first step to last (no validation). kgrec = the module "
         "`KGRec.fit` trains with the dataset suite's `kgrec` arguments (text + tags (+ KG), cold-view loss, "
         "ials loss, full-graph steps); pyg-lightgcn = the LightGCN baseline (PyG `LightGCN`, BPR, 3 layers) "
@@ -289,13 +285,8 @@ def _config(row: dict) -> tuple:
 
 
 def _write(out_dir: Path, rows: List[dict]) -> None:
-    out = out_dir / "speed.json"
-    previous = json.loads(out.read_text()) if out.exists() else []
-    done = {_config(r) for r in rows}
-    merged = [r for r in previous if r.get("bench") != "train" or _config(r) not in done] + rows
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(merged, indent=1) + "\n")
-    atomic_write_text(out_dir / "speed_train.md", to_markdown([r for r in merged if r.get("bench") == "train"]))
+    train_rows = merge_rows(out_dir, rows, "train", _config)
+    atomic_write_text(out_dir / "speed_train.md", to_markdown(train_rows))
 
 
 def _scale_spec(text: str) -> tuple[int, int, int]:
@@ -330,18 +321,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU")
-    if args.epochs < 1:
-        parser.error(f"--epochs must be >= 1; got {args.epochs}")
+    for name in ("epochs", "scale_batch", "scale_steps", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1; got {value}")
     models = [m for m in args.models.split(",") if m]
     unknown = set(models) - {"kgrec", "pyg-lightgcn"}
     if unknown:
         parser.error(f"unknown model(s) {sorted(unknown)}; choose from kgrec, pyg-lightgcn")
     if args.threads:
         torch.set_num_threads(args.threads)
-    meta = {"bench": "train", "device": args.device, "git_sha": _git_sha(), "torch": torch.__version__,
-            "torch_geometric": torch_geometric.__version__, "threads": torch.get_num_threads(),
-            "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
+    meta = {"bench": "train", "device": args.device, **run_meta(args.device)}
     rows: List[dict] = []
     for data in [d for d in args.data.split(",") if d]:
         print(f"data {data}", flush=True)

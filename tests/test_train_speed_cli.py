@@ -65,7 +65,10 @@ def test_scale_graph_has_the_requested_shape():
     (["--scale", "10,10,500"], "EDGES <= USERS x ITEMS"),
     (["--models", "kgrec,ease"], "unknown model(s) ['ease']"),
     (["--data", ""], "nothing to time"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--epochs", "0"], "--epochs must be >= 1; got 0"),
+    (["--scale", "10,10,50", "--scale-batch", "0"], "--scale-batch must be >= 1; got 0"),
+    (["--scale", "10,10,50", "--scale-steps", "-2"], "--scale-steps must be >= 1; got -2"),
+    (["--threads", "0"], "--threads must be >= 1; got 0"),
 ])
 def test_bad_arguments_are_named(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):

@@ -1,0 +1,64 @@
+"""What the ``benchmarks.speed`` subcommands share: run metadata, the Markdown header line,
+and merging a run's rows into ``DIR/speed.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Callable, Hashable, List, Optional
+
+import torch
+import torch_geometric
+
+from kgrec.io import atomic_write_text
+
+__all__ = ["git_sha", "run_meta", "header", "merge_rows"]
+
+
+def git_sha() -> str:
+    """Short HEAD sha, with ``-dirty`` when code under kgrec/ or benchmarks/ differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short", "HEAD")
+        # results written by earlier runs (benchmarks/results) do not make the code dirty
+        changed = git("status", "--porcelain", "--", "kgrec", "benchmarks", ":(exclude)benchmarks/results")
+        return sha + ("-dirty" if changed else "")
+    except Exception:  # noqa: BLE001 - not a git checkout or no commit yet
+        return "unknown"
+
+
+def run_meta(device: str, threads: Optional[int] = None) -> dict:
+    """What every row of a run carries: git, library versions, threads, machine, GPU name."""
+    return {"git_sha": git_sha(), "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
+            "threads": threads if threads is not None else torch.get_num_threads(),
+            "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
+
+
+def header(command: str, meta: dict) -> str:
+    """The line under a speed table's title: the command and where it ran."""
+    gpu = f", {meta['gpu']}" if meta.get("gpu") else ""
+    return (f"`python -m benchmarks.speed {command}` — git {meta.get('git_sha')}, torch {meta.get('torch')}, "
+            f"torch_geometric {meta.get('torch_geometric')}, {meta.get('threads')} thread(s), "
+            f"{meta.get('machine')}{gpu}.")
+
+
+def merge_rows(out_dir: Path, rows: List[dict], bench: str, config: Callable[[dict], Hashable]) -> List[dict]:
+    """Write ``rows`` into ``out_dir/speed.json``, replacing earlier rows of ``bench`` that measured
+    the same ``config`` and keeping every other row (other benches, devices, graphs); atomic.
+
+    Returns all of ``bench``'s rows now in the file, earlier ones first.
+    """
+    out = out_dir / "speed.json"
+    previous = json.loads(out.read_text()) if out.exists() else []
+    done = {config(r) for r in rows}
+    merged = [r for r in previous if r.get("bench") != bench or config(r) not in done] + rows
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(merged, indent=1) + "\n")
+    return [r for r in merged if r.get("bench") == bench]
