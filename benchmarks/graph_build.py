@@ -12,24 +12,16 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.speed_rows import git_sha
 from kgrec.io import atomic_write_text
 from kgrec.data import cache_dir, load_dataset
 from kgrec.graph import build_graph
 from kgrec.split import split_dataset
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - not a git checkout
-        return "unknown"
 
 
 def measure(name: str, strategy: str = "random", seed: int = 2026) -> dict:
@@ -50,7 +42,7 @@ def measure(name: str, strategy: str = "random", seed: int = 2026) -> dict:
         "edges": {"-".join(et): int(data[et].num_edges) for et in data.edge_types},
         "interactions": {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)},
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "git_sha": _git_sha(),
+        "cpus": os.cpu_count(), "git_sha": git_sha(),
     }
 
 

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any, Sequence
 import torch
 import yaml
 
+from benchmarks.speed_rows import git_sha
 from kgrec.base import BaseRecommender
 from kgrec.io import atomic_write_text
 from kgrec.errors import ConfigError, KGRecError
@@ -130,15 +130,6 @@ class _PeakMemory:
     @property
     def mib(self) -> float:
         return round(self.peak / 2**20, 1)
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -242,7 +233,7 @@ def run(
         old = (out / "COMMAND.txt").read_text() if append and (out / "COMMAND.txt").is_file() else ""
         write_atomic(out / "COMMAND.txt", old + command + "\n")
     dataset = load_dataset(data)
-    sha = _git_sha()
+    sha = git_sha()
     rows: list[dict] = []
 
     def merged() -> list[dict]:

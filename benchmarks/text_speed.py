@@ -19,13 +19,13 @@ on the machine and are compared only within one run.
 
 from __future__ import annotations
 
+from benchmarks.speed_rows import git_sha
 from kgrec.io import atomic_write_text
 import argparse
 import json
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,15 +38,6 @@ __all__ = ["main"]
 
 def _write_atomic(path: Path, text: str) -> None:
     atomic_write_text(path, text)
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _markdown(row: dict) -> str:
@@ -144,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cached_run_loaded_model": second_encoder._model is not None,
         "speedup_vs_first_run": first_s / cached_s,
         "speedup_vs_encode_only": encode_s / cached_s,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "torch": torch.__version__,
         "command": "python -m benchmarks.text_speed " + " ".join(argv if argv is not None else os.sys.argv[1:]),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
