@@ -10,6 +10,10 @@
 #   mkdir -p .devcache/datasets && cp -r ~/.cache/kgrec/datasets/ml-1m .devcache/datasets/
 #   gzip -f .devcache/datasets/ml-1m/ml-1m.inter          # 45 MB -> ~12 MB: the tree travels capped at 64 MiB
 # then run it there with carry [".devcache"]:   bash benchmarks/device.sh
+# A second call, `bash benchmarks/device.sh scale` (no carry needed), runs the CLI config of GPU
+# scale instead: `kgrec fit --config configs/synthetic_scale.yaml` (1M users, 200k items, 100M
+# TRAIN edges built as tensors), two epochs with full-ranking validation, GPU memory sampled
+# every 0.5 s by nvidia-smi into $OUT/gpu_memory.csv.
 # Results land in $OUT (speed.json, speed_train.md, logs); merge speed.json's "train" rows into
 # benchmarks/results/speed/ with a CPU run of the same command without --device cuda.
 # Text features are 384-d hashing vectors (the MiniLM weights, ~90 MB, do not fit the transfer):
@@ -20,6 +24,16 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 KGREC_CACHE_DIR=$PWD/.devcache
 if [ -f .devcache/datasets/ml-1m/ml-1m.inter.gz ]; then gunzip -kf .devcache/datasets/ml-1m/ml-1m.inter.gz; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+if [ "${1:-}" = scale ]; then
+    nvidia-smi --query-gpu=timestamp,memory.used --format=csv -lms 500 > "$out/gpu_memory.csv" &
+    sampler=$!
+    /usr/bin/time -v timeout 540 python3 -m kgrec.cli fit --config configs/synthetic_scale.yaml \
+        --trainer.max_epochs 2 --trainer.default_root_dir "$out/runs" 2>&1 \
+        | grep -v -i "warning\|litlogger\|pytree" | tee "$out/scale_fit.log"
+    kill "$sampler"
+    sort -t, -k2 -n "$out/gpu_memory.csv" | tail -1 | tee "$out/gpu_memory_peak.txt"
+    exit 0
+fi
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_sampler.py \
     -k "cuda or gpu" 2>&1 | tail -5 | tee "$out/tests.txt"
 timeout 420 python3 -m benchmarks.speed train --out "$out" --device cuda --data ml-1m --epochs 5 \

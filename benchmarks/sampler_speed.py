@@ -50,26 +50,14 @@ IU = ("item", "rev_interacts", "user")
 def make_powerlaw_graph(num_edges: int, seed: int = 0, users_per_edge: float = 1 / 50,
                         items_per_edge: float = 1 / 200, exponent: float = 0.8) -> HeteroData:
     """A user–item graph whose user and item degrees follow Zipf laws
-    (weight of rank ``r`` is ``r ** -exponent``), with about ``num_edges``
-    unique interactions and their reverses."""
-    gen = torch.Generator().manual_seed(seed)
+    (:func:`kgrec.data.scale.powerlaw_pairs`), with about ``num_edges`` unique
+    interactions and their reverses."""
+    from kgrec.data.scale import powerlaw_pairs
+
     num_users = max(int(num_edges * users_per_edge), 10)
     num_items = max(int(num_edges * items_per_edge), 10)
-
-    def draw(n: int, count: int) -> torch.Tensor:
-        cdf = torch.cumsum(torch.arange(1, n + 1, dtype=torch.float64).pow(-exponent), 0)
-        ranks = torch.searchsorted(cdf, torch.rand(count, generator=gen, dtype=torch.float64) * cdf[-1])
-        return torch.randperm(n, generator=gen)[ranks.clamp_(max=n - 1)]  # popular ids scattered
-
-    keys = torch.empty(0, dtype=torch.long)
-    for _ in range(20):  # heavy heads repeat pairs: draw until enough unique ones
-        missing = num_edges - keys.numel()
-        if missing <= 0:
-            break
-        draws = int(missing * 1.5) + 16
-        keys = torch.unique(torch.cat([keys, draw(num_users, draws) * num_items + draw(num_items, draws)]))
-    keys = keys[torch.randperm(keys.numel(), generator=gen)[:num_edges]]
-    edge_index = torch.stack([keys // num_items, keys % num_items])
+    users, items = powerlaw_pairs(num_users, num_items, num_edges, seed=seed, exponent=exponent)
+    edge_index = torch.stack([users, items])
     data = HeteroData()
     data["user"].num_nodes = num_users
     data["item"].num_nodes = num_items

@@ -44,11 +44,9 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.sampler_speed import make_powerlaw_graph
 from benchmarks.speed_rows import header, merge_rows, run_meta
 from kgrec.io import atomic_write_text
 
@@ -198,53 +196,15 @@ def load_split_graph(data: str, text_encoder: str, device: str):
 
 
 def make_scale_graph(num_users: int, num_items: int, num_edges: int, seed: int = 0, text_dim: int = 384):
-    """A synthetic kgrec graph (:class:`kgrec.graph.GraphData`) built directly as tensors.
+    """A synthetic kgrec graph (:class:`kgrec.graph.GraphData`) built directly as tensors:
+    ``num_edges`` power-law user–item edges (all of them TRAIN edges), tags, KG entities and
+    random ``text_dim`` stand-in text features (:func:`kgrec.data.scale.scale_graph`, without
+    communities: only the sizes matter for speed)."""
+    from kgrec.data.scale import powerlaw_pairs, scale_graph
 
-    User–item edges: ``num_edges`` unique pairs with Zipf-distributed degrees
-    (:func:`benchmarks.sampler_speed.make_powerlaw_graph`). Tags: 1,000 item tags (two per
-    item, Zipf) and 100 user-attribute values (three per user). KG: ``num_items // 2``
-    entities, two ``item -> entity`` edges per item over four relations. Every user, item
-    and tag has a random ``text_dim`` vector (``float16``) in place of a text embedding.
-    """
-    from torch_geometric.data import HeteroData
-
-    from kgrec.graph import HAS_ATTRIBUTE, HAS_TAG, INTERACTS, GraphData, Vocab
-
-    gen = torch.Generator().manual_seed(seed)
-    ui = make_powerlaw_graph(num_edges, seed=seed, users_per_edge=num_users / num_edges,
-                             items_per_edge=num_items / num_edges)
-    num_users, num_items = int(ui["user"].num_nodes), int(ui["item"].num_nodes)
-    num_item_tags, num_attrs = 1000, 100
-    num_entities = max(num_items // 2, 1)
-
-    def zipf(n: int, count: int) -> torch.Tensor:
-        weight = torch.arange(1, n + 1, dtype=torch.float64).pow(-0.8)
-        return torch.multinomial(weight, count, replacement=True, generator=gen)
-
-    data = HeteroData()
-    sizes = {"user": num_users, "item": num_items, "tag": num_item_tags + num_attrs, "entity": num_entities}
-    for nt, n in sizes.items():
-        data[nt].num_nodes = n
-        if nt != "entity":
-            data[nt].x = torch.randn(n, text_dim, generator=gen).to(torch.float16)
-
-    def add(etype, src, dst, **attrs):
-        data[etype].edge_index = torch.stack([src, dst])
-        rev = (etype[2], f"rev_{etype[1]}", etype[0])
-        data[rev].edge_index = torch.stack([dst, src])
-        for key, value in attrs.items():
-            data[etype][key], data[rev][key] = value, value.clone()
-
-    add(INTERACTS, *ui[INTERACTS].edge_index)
-    items = torch.arange(num_items).repeat_interleave(2)
-    add(HAS_TAG, items, zipf(num_item_tags, items.numel()))
-    users = torch.arange(num_users).repeat_interleave(3)
-    add(HAS_ATTRIBUTE, users, num_item_tags + torch.randint(num_attrs, (users.numel(),), generator=gen))
-    add(("item", "kg", "entity"), items, zipf(num_entities, items.numel()),
-        edge_type=torch.randint(4, (items.numel(),), generator=gen))
-    vocabs = {nt: Vocab(np.char.add(nt[0], np.arange(n).astype(str)), nt) for nt, n in sizes.items()}
-    name = f"synthetic-{num_users}x{num_items}x{num_edges}"
-    return GraphData(data, vocabs, relations=["r0", "r1", "r2", "r3"], dataset_name=name)
+    users, items = powerlaw_pairs(num_users, num_items, num_edges, seed=seed)
+    return scale_graph(users, items, num_users, num_items, seed=seed, text_dim=text_dim,
+                       name=f"synthetic-{num_users}x{num_items}x{num_edges}")
 
 
 def to_markdown(rows: List[dict]) -> str:

@@ -26,12 +26,30 @@ from kgrec.data.dataset import Dataset
 from kgrec.errors import ConfigError, DataError, UnknownIdError
 from kgrec.split import Split
 
-__all__ = ["Vocab", "GraphData", "build_vocabs", "build_graph", "prune_entities", "split_to_index", "INTERACTS"]
+__all__ = ["Vocab", "GraphData", "categorical_codes", "build_vocabs", "build_graph", "prune_entities", "split_to_index", "INTERACTS"]
 
 #: The supervision edge type.
 INTERACTS = ("user", "interacts", "item")
 HAS_TAG = ("item", "has_tag", "tag")
 HAS_ATTRIBUTE = ("user", "has_attribute", "tag")
+
+
+def categorical_codes(values, index: pd.Index) -> np.ndarray | None:
+    """``values``' positions in ``index`` read off a :class:`pandas.Categorical` over exactly ``index``.
+
+    A frame whose id column is such a Categorical (``kgrec.data.scale`` builds them) is
+    encoded without hashing a string per row — minutes saved at 100M rows. ``None`` when
+    ``values`` is anything else (then the caller looks the ids up); missing values come
+    back as ``-1``.
+    """
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.array
+    if not isinstance(values, pd.Categorical):
+        return None
+    categories = values.categories
+    if categories is not index and not (len(categories) == len(index) and categories.equals(index)):
+        return None
+    return values.codes.astype(np.int64)
 
 
 class Vocab:
@@ -65,6 +83,9 @@ class Vocab:
         Raises:
             UnknownIdError: an id is not in the vocabulary (the first one is named).
         """
+        codes = categorical_codes(raw_ids, self._index)
+        if codes is not None and (codes >= 0).all():
+            return codes
         raw = pd.Index(np.asarray(list(raw_ids) if not isinstance(raw_ids, (np.ndarray, pd.Series, pd.Index))
                                   else raw_ids, dtype=object))
         idx = self._index.get_indexer(raw)

@@ -28,6 +28,7 @@ import torch
 
 from kgrec.errors import ConfigError, KGRecError
 from kgrec.eval.metrics import check_ks, metrics_from_hits
+from kgrec.graph import categorical_codes
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.base import BaseRecommender
@@ -79,6 +80,9 @@ class EvalResult:
 
 
 def _encode(frame: pd.DataFrame, index: pd.Index, column: str) -> np.ndarray:
+    codes = categorical_codes(frame[column], index)
+    if codes is not None:
+        return codes
     return index.get_indexer(pd.Index(frame[column].to_numpy(dtype=object), dtype=object))
 
 

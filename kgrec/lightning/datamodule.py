@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
@@ -11,6 +12,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 
 from kgrec.data import load_dataset
+from kgrec.data.scale import SCALE_DATASET, check_scale, make_scale_world
 from kgrec.errors import ConfigError, DataError
 from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, prune_entities
 from kgrec.split import Split, split_dataset
@@ -108,6 +110,12 @@ class KGRecDataModule(L.LightningDataModule):
         batch_size: Supervision edges per training step.
         num_workers: DataLoader workers (0 keeps sampling in the main process).
         cache_dir: Dataset and embedding cache root (``None``: ``$KGREC_CACHE_DIR``).
+        scale: Sizes of the ``synthetic-scale`` graph (``path: synthetic-scale`` only): any of
+            ``users``, ``items``, ``edges`` (interactions before the split) and ``text_dim``;
+            the rest keep :data:`kgrec.data.scale.SCALE_KEYS` (1M users, 200k items, 102M
+            interactions → 100M TRAIN edges with ``ratios`` 0.98 / 0.01 / 0.01). Built straight
+            as tensors by :func:`kgrec.data.scale.make_scale_world`, with random stand-in text
+            features (``encode_text: false`` drops them; ``text_encoder`` is not used).
 
     .. warning::
         Only ``split.train`` reaches the graph, the text profiles and the negatives.
@@ -131,6 +139,7 @@ class KGRecDataModule(L.LightningDataModule):
         batch_size: int = 2048,
         num_workers: int = 0,
         cache_dir: Optional[str] = None,
+        scale: Optional[dict[str, int]] = None,
     ) -> None:
         super().__init__()
         if sampling not in ("full", "neighbor"):
@@ -156,6 +165,16 @@ class KGRecDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.cache_dir = cache_dir
+        self.scale = None
+        if path == SCALE_DATASET:
+            self.scale = check_scale(scale)
+            if split not in (None, "random"):
+                raise ConfigError(f"data.path {SCALE_DATASET!r} is split at random; got data.split={split!r}.")
+            if not (use_kg and use_side_info):
+                raise ConfigError(f"data.path {SCALE_DATASET!r} always has tags and KG edges; "
+                                  "use_kg and use_side_info must stay true.")
+        elif scale is not None:
+            raise ConfigError(f"data.scale sizes the {SCALE_DATASET!r} graph only; data.path is {path!r}.")
         self.dataset = None
         self.split: Split | None = None
         self.graph: GraphData | None = None
@@ -171,20 +190,23 @@ class KGRecDataModule(L.LightningDataModule):
     def _check_path(self) -> None:
         from kgrec.data import BUILTIN_DATASETS
 
-        if self.path not in BUILTIN_DATASETS and not Path(self.path).expanduser().is_dir():
+        if self.scale is None and self.path not in BUILTIN_DATASETS and not Path(self.path).expanduser().is_dir():
             raise DataError(
-                f"data.path {self.path!r} is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}) "
-                "nor an existing directory of RecBole atomic files."
+                f"data.path {self.path!r} is neither a built-in dataset ({', '.join(BUILTIN_DATASETS)}, "
+                f"{SCALE_DATASET}) nor an existing directory of RecBole atomic files."
             )
 
     def prepare_data(self) -> None:
         """Fetch the dataset into the cache (first use only)."""
-        if self.graph is None:
+        if self.graph is None and self.scale is None:
             self._check_path()
             load_dataset(self.path, cache_dir=self.cache_dir)
 
     def _build(self) -> None:
         if self.graph is not None:
+            return
+        if self.scale is not None:
+            self._build_scale()
             return
         self._check_path()
         dataset = load_dataset(self.path, cache_dir=self.cache_dir)
@@ -211,6 +233,17 @@ class KGRecDataModule(L.LightningDataModule):
         self.graph = prune_entities(build_graph(dataset, split, text_features=features, vocabs=vocabs),
                                     self.kg_min_degree)
         log.info("%s\n%s\n%s", dataset.summary(), split.summary(), self.graph.summary())
+
+    def _build_scale(self) -> None:
+        start = time.perf_counter()
+        split, graph = make_scale_world(**self.scale, ratios=self.ratios, seed=self.seed)
+        if not self.encode_text:
+            for nt in graph.data.node_types:
+                if "x" in graph.data[nt]:
+                    del graph.data[nt].x
+        self.split, self.graph = split, graph
+        log.info("%s built in %.1f s (stand-in text features: %s)\n%s\n%s", graph.dataset_name,
+                 time.perf_counter() - start, self.encode_text, split.summary(), graph.summary())
 
     def setup(self, stage: str | None = None) -> None:
         self._build()

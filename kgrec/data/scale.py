@@ -1,0 +1,229 @@
+"""Synthetic graphs at GPU scale, built straight as tensors (``data.path: synthetic-scale``).
+
+The regular pipeline (:func:`kgrec.data.load_dataset` → :func:`kgrec.split.split_dataset`
+→ text encoding → :func:`kgrec.graph.build_graph`) works on pandas frames of string ids
+and real texts: right for MovieLens-sized data, but at 100M interactions the string
+handling alone takes tens of minutes and tens of GB. :func:`make_scale_world` skips it:
+interactions are drawn as index tensors with power-law degrees, split once, and only
+the TRAIN part becomes graph edges. The :class:`~kgrec.split.Split` it returns holds
+its frames as :class:`pandas.Categorical` columns whose categories are the vocabularies'
+ids, so :meth:`kgrec.graph.Vocab.encode` and the evaluator read their codes directly
+instead of hashing 100M strings — the same evaluation protocol, at this size.
+
+Users and items belong to hidden communities that shape who interacts with what and the
+side information (tags, KG entities, stand-in text features), so validation metrics at
+scale show learning, not only popularity. Text features are random ``float16`` vectors of
+the encoder's width around each community's centroid (a stand-in: encoding a million
+real user texts is a separate cost, measured by ``benchmarks.text_speed``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kgrec.errors import ConfigError
+
+__all__ = ["SCALE_DATASET", "SCALE_KEYS", "AFFINITY", "powerlaw_pairs", "scale_graph", "make_scale_world", "check_scale"]
+
+#: The ``data.path`` value that selects :func:`make_scale_world`.
+SCALE_DATASET = "synthetic-scale"
+#: Keys of ``data.scale`` and their defaults: the 1M-user / 200k-item / 100M-train-edge graph.
+SCALE_KEYS: dict[str, int] = {"users": 1_000_000, "items": 200_000, "edges": 102_000_000, "text_dim": 384,
+                              "communities": 64}
+#: Share of a user's interactions drawn from the items of the user's own community.
+AFFINITY = 0.8
+
+
+def check_scale(scale: dict | None) -> dict[str, int]:
+    """``scale`` merged over :data:`SCALE_KEYS`, every value checked; a clear error names a bad one."""
+    scale = dict(scale or {})
+    unknown = set(scale) - set(SCALE_KEYS)
+    if unknown:
+        raise ConfigError(f"data.scale has unknown key(s) {sorted(unknown)}; valid keys: {list(SCALE_KEYS)}.")
+    out = {**SCALE_KEYS, **scale}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"data.scale.{key} must be a positive integer; got {value!r}.")
+    if out["users"] < 2 or out["items"] < 2:
+        raise ConfigError(f"data.scale needs at least 2 users and 2 items; got {out['users']} and {out['items']}.")
+    if out["edges"] > out["users"] * out["items"] // 2:
+        raise ConfigError(
+            f"data.scale.edges={out['edges']:,} is more than half of all {out['users']:,} x {out['items']:,} "
+            "user-item pairs; ask for fewer edges or more users / items."
+        )
+    return out
+
+
+def powerlaw_pairs(num_users: int, num_items: int, num_edges: int, seed: int = 0, exponent: float = 0.8,
+                   communities: torch.Tensor | None = None,
+                   affinity: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num_edges`` distinct (user, item) pairs, in random order, whose user and item
+    degrees follow Zipf laws (rank ``r`` weighs ``r ** -exponent``; popular ids scattered).
+
+    With ``communities`` (``(user_community, item_community)`` id tensors) and ``affinity``
+    > 0, that share of a user's items is drawn from the items of the user's own community
+    (Zipf within it), so the pairs carry taste a model can learn, not only popularity.
+    Heavy heads draw the same pair repeatedly, so pairs are drawn until enough distinct
+    ones exist (at most 20 rounds; fewer pairs come back only for a near-complete graph).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    scatter = {n: torch.randperm(n, generator=gen) for n in {num_users, num_items}}
+
+    def zipf_rank(n: torch.Tensor | int, count: int) -> torch.Tensor:
+        # inverse CDF of the density x ** -exponent on [1, n + 1), floored: rank r in [0, n) has
+        # about the weight (r + 1) ** -exponent of the discrete law, with no table per n
+        a = 1.0 - exponent
+        u = torch.rand(count, generator=gen, dtype=torch.float64)
+        top = (torch.as_tensor(n, dtype=torch.float64) + 1).pow(a) - 1
+        rank = (1 + u * top).pow(1.0 / a).floor().long() - 1
+        return torch.minimum(rank.clamp_(min=0), torch.as_tensor(n) - 1)
+
+    if communities is not None and affinity > 0:
+        user_comm, item_comm = communities
+        members = torch.argsort(item_comm[scatter[num_items]], stable=True)  # items grouped by community
+        members = scatter[num_items][members]
+        sizes = torch.bincount(item_comm, minlength=int(user_comm.max()) + 1)
+        starts = torch.cumsum(sizes, 0) - sizes
+
+    def draw_pairs(count: int) -> torch.Tensor:
+        users = scatter[num_users][zipf_rank(num_users, count)]
+        items = scatter[num_items][zipf_rank(num_items, count)]
+        if communities is not None and affinity > 0:
+            own = (torch.rand(count, generator=gen) < affinity) & (sizes[user_comm[users]] > 0)
+            c = user_comm[users[own]]
+            items[own] = members[starts[c] + zipf_rank(sizes[c], int(own.sum()))]
+        return users * num_items + items
+
+    keys = torch.empty(0, dtype=torch.long)
+    for _ in range(20):
+        missing = num_edges - keys.numel()
+        if missing <= 0:
+            break
+        keys = torch.unique(torch.cat([keys, draw_pairs(int(missing * 1.5) + 16)]))
+    keys = keys[torch.randperm(keys.numel(), generator=gen)[:num_edges]]
+    return keys // num_items, keys % num_items
+
+
+def scale_graph(users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int,
+                seed: int = 0, text_dim: int = 384, name: str = SCALE_DATASET,
+                communities: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """The kgrec graph (:class:`kgrec.graph.GraphData`) over the TRAIN pairs ``(users, items)``.
+
+    Beside the user–item edges: 1,000 item tags (two per item, Zipf) and 100 user-attribute
+    values (three per user) as ``tag`` nodes; ``num_items // 2`` KG entities, two
+    ``item -> entity`` edges per item over four relations. Users, items and tags carry a
+    random ``text_dim`` ``float16`` vector where a text embedding would be. With
+    ``communities`` (``(user_community, item_community)``), side information follows them
+    as real metadata would: a user's and an item's vector is its community's centroid plus
+    noise of the same size, and an item's first tag and first entity come from its
+    community's own block. Vocabulary ids are ``u0, u1, …``, ``i0, …``, ``t0, …``, ``e0, …``.
+    """
+    from torch_geometric.data import HeteroData
+
+    from kgrec.graph import HAS_ATTRIBUTE, HAS_TAG, INTERACTS, GraphData, Vocab
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    num_item_tags, num_attrs = 1000, 100
+    num_entities = max(num_items // 2, 1)
+
+    def zipf(n: int, count: int) -> torch.Tensor:
+        weight = torch.arange(1, n + 1, dtype=torch.float64).pow(-0.8)
+        return torch.multinomial(weight, count, replacement=True, generator=gen)
+
+    def by_community(n: int, comm: torch.Tensor, num_comm: int) -> torch.Tensor:
+        block = max(n // num_comm, 1)  # community c owns ids [c * block, (c + 1) * block)
+        return ((comm * block) % n + torch.randint(block, (comm.numel(),), generator=gen)).clamp_(max=n - 1)
+
+    data = HeteroData()
+    sizes = {"user": num_users, "item": num_items, "tag": num_item_tags + num_attrs, "entity": num_entities}
+    num_comm = int(max(c.max() for c in communities)) + 1 if communities is not None else 0
+    centroids = torch.randn(max(num_comm, 1), text_dim, generator=gen)
+    for nt, n in sizes.items():
+        data[nt].num_nodes = n
+        if nt == "entity":
+            continue
+        x = torch.randn(n, text_dim, generator=gen)
+        if communities is not None and nt in ("user", "item"):
+            x += centroids[communities[0 if nt == "user" else 1]]
+        data[nt].x = x.to(torch.float16)
+
+    def add(etype, src, dst, **attrs):
+        data[etype].edge_index = torch.stack([src, dst])
+        rev = (etype[2], f"rev_{etype[1]}", etype[0])
+        data[rev].edge_index = torch.stack([dst, src])
+        for key, value in attrs.items():
+            data[etype][key], data[rev][key] = value, value.clone()
+
+    add(INTERACTS, users.long(), items.long())
+    tagged = torch.arange(num_items).repeat_interleave(2)
+    tags, entities = zipf(num_item_tags, tagged.numel()), zipf(num_entities, tagged.numel())
+    if communities is not None:  # every item's first tag and entity follow its community
+        tags[::2] = by_community(num_item_tags, communities[1], num_comm)
+        entities[::2] = by_community(num_entities, communities[1], num_comm)
+    add(HAS_TAG, tagged, tags)
+    attributed = torch.arange(num_users).repeat_interleave(3)
+    add(HAS_ATTRIBUTE, attributed, num_item_tags + torch.randint(num_attrs, (attributed.numel(),), generator=gen))
+    add(("item", "kg", "entity"), tagged, entities, edge_type=torch.randint(4, (tagged.numel(),), generator=gen))
+    vocabs = {nt: Vocab(_ids(nt[0], n), nt) for nt, n in sizes.items()}
+    return GraphData(data, vocabs, relations=["r0", "r1", "r2", "r3"], dataset_name=name)
+
+
+def _ids(prefix: str, n: int) -> np.ndarray:
+    return np.char.add(prefix, np.arange(n).astype(str)).astype(object)
+
+
+def _frame(users: torch.Tensor, items: torch.Tensor, user_ids: pd.Index, item_ids: pd.Index) -> pd.DataFrame:
+    """An interaction frame whose columns are Categoricals over the vocabularies' ids (no strings copied)."""
+    return pd.DataFrame({
+        "user": pd.Categorical.from_codes(users.numpy().astype(np.int32), categories=user_ids),
+        "item": pd.Categorical.from_codes(items.numpy().astype(np.int32), categories=item_ids),
+    })
+
+
+def make_scale_world(users: int = SCALE_KEYS["users"], items: int = SCALE_KEYS["items"],
+                     edges: int = SCALE_KEYS["edges"], text_dim: int = SCALE_KEYS["text_dim"],
+                     communities: int = SCALE_KEYS["communities"],
+                     ratios: Sequence[float] = (0.98, 0.01, 0.01), seed: int = 0):
+    """A synthetic split and its training graph at any size: ``(Split, GraphData)``.
+
+    Users and items fall into ``communities`` at random; ``edges`` distinct power-law
+    interactions (:func:`powerlaw_pairs`), :data:`AFFINITY` of them inside the user's
+    community, are split at random *per interaction* into train / valid / test by
+    ``ratios`` (per-user splitting would group 100M rows by user for no gain on random
+    data); only TRAIN pairs become graph edges (:func:`scale_graph`, whose text stand-ins and
+    tags follow the communities). The split's strategy reads ``random``.
+
+    Args:
+        users, items, edges, text_dim, communities: Sizes (see :data:`SCALE_KEYS` for the defaults).
+        ratios: Train / valid / test shares (positive, summing to 1).
+        seed: Draws the communities, the pairs, the split and the stand-in features.
+    """
+    from kgrec.split import Split
+
+    sizes = check_scale({"users": users, "items": items, "edges": edges, "text_dim": text_dim,
+                         "communities": communities})
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3 or min(ratios) <= 0 or abs(sum(ratios) - 1) > 1e-6:
+        raise ConfigError(f"data.ratios must be three positive shares summing to 1; got {list(ratios)}.")
+    gen = torch.Generator().manual_seed(seed + 2)
+    comm = (torch.randint(sizes["communities"], (sizes["users"],), generator=gen),
+            torch.randint(sizes["communities"], (sizes["items"],), generator=gen))
+    u, i = powerlaw_pairs(sizes["users"], sizes["items"], sizes["edges"], seed=seed,
+                          communities=comm, affinity=AFFINITY)
+    n = u.numel()  # already in random order
+    n_valid = max(int(n * ratios[1]), 1)
+    n_test = max(int(n * ratios[2]), 1)
+    n_train = n - n_valid - n_test
+    if n_train < 1:
+        raise ConfigError(f"data.scale.edges={edges} leaves no TRAIN interaction after the valid / test shares.")
+    graph = scale_graph(u[:n_train], i[:n_train], sizes["users"], sizes["items"], seed=seed,
+                        text_dim=sizes["text_dim"], communities=comm,
+                        name=f"{SCALE_DATASET}-{sizes['users']}x{sizes['items']}x{sizes['edges']}")
+    user_ids, item_ids = graph.vocabs["user"]._index, graph.vocabs["item"]._index
+    parts = [_frame(u[a:b], i[a:b], user_ids, item_ids)
+             for a, b in ((0, n_train), (n_train, n_train + n_valid), (n_train + n_valid, n))]
+    return Split(*parts, strategy="random", seed=seed), graph
