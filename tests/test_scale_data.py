@@ -30,6 +30,9 @@ def test_split_is_disjoint_and_only_train_reaches_the_graph():
     in_graph = set(zip(graph.vocabs["user"].decode(ei[0].numpy()), graph.vocabs["item"].decode(ei[1].numpy())))
     assert in_graph == pairs["train"]
     assert graph.data["user"].x.shape == (300, 16) and graph.data["item"].x.dtype == torch.float16
+    # stand-ins are unit-norm like MiniLM's embeddings (longer ones swamped early training)
+    norms = graph.data["item"].x.float().norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-2)
     assert {"tag", "entity"} <= set(graph.data.node_types) and graph.relations == ["r0", "r1", "r2", "r3"]
     # the same seed gives the same world
     again, _ = make_scale_world(**TINY, ratios=(0.8, 0.1, 0.1), seed=3)

@@ -13,8 +13,12 @@ instead of hashing 100M strings — the same evaluation protocol, at this size.
 Users and items belong to hidden communities that shape who interacts with what and the
 side information (tags, KG entities, stand-in text features), so validation metrics at
 scale show learning, not only popularity. Text features are random ``float16`` vectors of
-the encoder's width around each community's centroid (a stand-in: encoding a million
-real user texts is a separate cost, measured by ``benchmarks.text_speed``).
+the encoder's width around each community's centroid, scaled to unit norm as MiniLM's
+sentence embeddings are (a stand-in: encoding a million real user texts is a separate
+cost, measured by ``benchmarks.text_speed``). The norm matters: un-normalised stand-ins,
+27 times longer, made the text projection dominate early training — on a 20k-user /
+1M-edge world valid NDCG@20 then dipped after the first epoch and crept to 0.307 in 15
+epochs, against 0.295 after one epoch and 0.329 after seven with unit norm.
 """
 
 from __future__ import annotations
@@ -116,7 +120,7 @@ def scale_graph(users: torch.Tensor, items: torch.Tensor, num_users: int, num_it
     Beside the user–item edges: 1,000 item tags (two per item, Zipf) and 100 user-attribute
     values (three per user) as ``tag`` nodes; ``num_items // 2`` KG entities, two
     ``item -> entity`` edges per item over four relations. Users, items and tags carry a
-    random ``text_dim`` ``float16`` vector where a text embedding would be. With
+    random unit-norm ``text_dim`` ``float16`` vector where a text embedding would be. With
     ``communities`` (``(user_community, item_community)``), side information follows them
     as real metadata would: a user's and an item's vector is its community's centroid plus
     noise of the same size, and an item's first tag and first entity come from its
@@ -149,7 +153,7 @@ def scale_graph(users: torch.Tensor, items: torch.Tensor, num_users: int, num_it
         x = torch.randn(n, text_dim, generator=gen)
         if communities is not None and nt in ("user", "item"):
             x += centroids[communities[0 if nt == "user" else 1]]
-        data[nt].x = x.to(torch.float16)
+        data[nt].x = torch.nn.functional.normalize(x, dim=-1).to(torch.float16)  # unit norm, as MiniLM gives
 
     def add(etype, src, dst, **attrs):
         data[etype].edge_index = torch.stack([src, dst])
