@@ -49,6 +49,13 @@ def test_powerlaw_pairs_are_distinct_with_skewed_degrees():
         assert degree[0] > 10 * degree[n // 2]
 
 
+def test_exponent_one_is_the_logarithmic_law():
+    users, items = powerlaw_pairs(500, 200, 5000, seed=2, exponent=1.0)
+    assert users.numel() == 5000 and int(items.max()) < 200 and int(users.min()) >= 0
+    degree = torch.bincount(items, minlength=200).sort(descending=True).values
+    assert degree[0] > 10 * degree[100]
+
+
 def test_categorical_ids_encode_like_strings():
     split, graph = make_scale_world(**TINY, seed=0)
     vocab = graph.vocabs["user"]
@@ -90,9 +97,21 @@ def test_scale_options_that_do_not_apply_are_refused():
         KGRecDataModule(path="synthetic-scale", split="temporal")
     with pytest.raises(ConfigError, match="use_kg and use_side_info must stay true"):
         KGRecDataModule(path="synthetic-scale", use_kg=False)
-    with pytest.raises(ConfigError, match="three positive shares summing to 1"):
+    with pytest.raises(ConfigError, match="'ratios' argument must sum to 1"):
         make_scale_world(**TINY, ratios=(0.9, 0.2, 0.1))
+    with pytest.raises(ConfigError, match="'ratios' argument must be three positive numbers"):
+        KGRecDataModule(path="synthetic-scale", ratios=(0.5, float("nan"), 0.5))  # at construction, not setup
+    with pytest.raises(ConfigError, match="data.rating_threshold does not apply"):
+        KGRecDataModule(path="synthetic-scale", rating_threshold=4.0)
+    from kgrec.text import HashingTextEncoder
+
+    with pytest.raises(ConfigError, match="data.text_encoder does not apply"):
+        KGRecDataModule(path="synthetic-scale", text_encoder=HashingTextEncoder(dim=8))
+    # a graph so dense that the popular heads saturate is refused, with the count reached
+    with pytest.raises(ConfigError, match=r"data.scale.edges=4,900 distinct pairs could not be drawn: .* saturate at"):
+        make_scale_world(users=100, items=100, edges=4900, communities=2, seed=0)
     assert check_scale(None) == SCALE_KEYS
+    assert check_scale({"users": np.int64(7), "items": 10, "edges": 20})["users"] == 7  # numpy ints are ints
 
 
 def test_datamodule_builds_the_world_without_loading_a_dataset():

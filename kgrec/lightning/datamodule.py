@@ -88,8 +88,9 @@ class KGRecDataModule(L.LightningDataModule):
     so nobody types a number the data already knows.
 
     Args:
-        path: Built-in dataset name (``ml-100k``, ``ml-1m``, ``synthetic``) or a directory
-            of RecBole atomic files (a pre-split directory is used exactly as given).
+        path: Built-in dataset name (``ml-100k``, ``ml-1m``, ``synthetic``), ``synthetic-scale``
+            (a tensor-built graph of any size, see ``scale``) or a directory of RecBole atomic
+            files (a pre-split directory is used exactly as given).
         split: Split strategy (``random``, ``temporal``, ``leave_one_out``, ``cold_item``,
             ``presplit``); ``None``: ``presplit`` for pre-split data, else ``random``.
         seed: Split seed.
@@ -111,11 +112,13 @@ class KGRecDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (0 keeps sampling in the main process).
         cache_dir: Dataset and embedding cache root (``None``: ``$KGREC_CACHE_DIR``).
         scale: Sizes of the ``synthetic-scale`` graph (``path: synthetic-scale`` only): any of
-            ``users``, ``items``, ``edges`` (interactions before the split) and ``text_dim``;
-            the rest keep :data:`kgrec.data.scale.SCALE_KEYS` (1M users, 200k items, 102M
-            interactions → 100M TRAIN edges with ``ratios`` 0.98 / 0.01 / 0.01). Built straight
-            as tensors by :func:`kgrec.data.scale.make_scale_world`, with random stand-in text
-            features (``encode_text: false`` drops them; ``text_encoder`` is not used).
+            ``users``, ``items``, ``edges`` (interactions before the split), ``text_dim`` and
+            ``communities``; the rest keep :data:`kgrec.data.scale.SCALE_KEYS` (1M users, 200k
+            items, 102M interactions, 384-d, 64 communities; ``configs/synthetic_scale.yaml``
+            sets ``ratios`` 0.98 / 0.01 / 0.01, hence ~100M TRAIN edges). Built straight as
+            tensors by :func:`kgrec.data.scale.make_scale_world` with random stand-in text
+            features (``encode_text: false`` drops them; ``text_encoder`` and
+            ``rating_threshold`` must stay unset, the split is ``random`` per interaction).
 
     .. warning::
         Only ``split.train`` reaches the graph, the text profiles and the negatives.
@@ -167,12 +170,19 @@ class KGRecDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.scale = None
         if path == SCALE_DATASET:
+            from kgrec.split import _check_ratios
+
             self.scale = check_scale(scale)
+            _check_ratios(self.ratios)
             if split not in (None, "random"):
                 raise ConfigError(f"data.path {SCALE_DATASET!r} is split at random; got data.split={split!r}.")
             if not (use_kg and use_side_info):
                 raise ConfigError(f"data.path {SCALE_DATASET!r} always has tags and KG edges; "
                                   "use_kg and use_side_info must stay true.")
+            for name, value in (("rating_threshold", rating_threshold), ("text_encoder", text_encoder)):
+                if value is not None:
+                    raise ConfigError(f"data.{name} does not apply to data.path {SCALE_DATASET!r} "
+                                      "(no ratings; random stand-in text features); leave it unset.")
         elif scale is not None:
             raise ConfigError(f"data.scale sizes the {SCALE_DATASET!r} graph only; data.path is {path!r}.")
         self.dataset = None
@@ -237,6 +247,7 @@ class KGRecDataModule(L.LightningDataModule):
     def _build_scale(self) -> None:
         start = time.perf_counter()
         split, graph = make_scale_world(**self.scale, ratios=self.ratios, seed=self.seed)
+        graph = prune_entities(graph, self.kg_min_degree)
         if not self.encode_text:
             for nt in graph.data.node_types:
                 if "x" in graph.data[nt]:
