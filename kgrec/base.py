@@ -60,8 +60,8 @@ def train_matrix(split: "Split", graph: "GraphData") -> sp.csr_matrix:
     train = split.train
     if len(train) == 0:
         return sp.csr_matrix((num_users, num_items), dtype=np.float32)
-    rows = graph.vocabs["user"].encode(train["user"].to_numpy())
-    cols = graph.vocabs["item"].encode(train["item"].to_numpy())
+    rows = graph.vocabs["user"].encode(train["user"])  # a Series: Categorical ids are read as codes
+    cols = graph.vocabs["item"].encode(train["item"])
     mat = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(num_users, num_items)
     )

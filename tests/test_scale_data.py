@@ -72,8 +72,11 @@ def test_categorical_ids_encode_like_strings():
     from kgrec.baselines import MostPop
     from kgrec.split import Split
 
+    from kgrec.base import train_matrix
+
     model = MostPop().fit(split, graph)
     as_strings = Split(*(part.astype(str) for part in (split.train, split.valid, split.test)), strategy="random")
+    assert (train_matrix(split, graph) != train_matrix(as_strings, graph)).nnz == 0
     assert evaluate(model, split, graph, on="test").metrics == evaluate(model, as_strings, graph, on="test").metrics
 
 
