@@ -110,11 +110,21 @@ def test_scale_options_that_do_not_apply_are_refused():
 
     with pytest.raises(ConfigError, match="data.text_encoder does not apply"):
         KGRecDataModule(path="synthetic-scale", text_encoder=HashingTextEncoder(dim=8))
-    # a graph so dense that the popular heads saturate is refused, with the count reached
-    with pytest.raises(ConfigError, match=r"data.scale.edges=4,900 distinct pairs could not be drawn: .* saturate at"):
-        make_scale_world(users=100, items=100, edges=4900, communities=2, seed=0)
     assert check_scale(None) == SCALE_KEYS
     assert check_scale({"users": np.int64(7), "items": 10, "edges": 20})["users"] == 7  # numpy ints are ints
+
+
+def test_a_world_whose_pairs_saturate_is_refused(monkeypatch):
+    import kgrec.data.scale as scale
+
+    # dense worlds still fill up (49% of all pairs, the heads saturated long before) ...
+    split, _ = make_scale_world(users=100, items=100, edges=4900, communities=2, seed=0)
+    assert len(split.train) + len(split.valid) + len(split.test) == 4900
+    # ... and one that does not (the draw gives up after 20 rounds) names the count it reached
+    full = scale.powerlaw_pairs
+    monkeypatch.setattr(scale, "powerlaw_pairs", lambda *a, **k: tuple(t[:-7] for t in full(*a, **k)))
+    with pytest.raises(ConfigError, match=r"data.scale.edges=6,000 distinct pairs could not be drawn: .* saturate at 5,993"):
+        make_scale_world(**TINY)
 
 
 def test_datamodule_builds_the_world_without_loading_a_dataset():

@@ -74,7 +74,8 @@ def powerlaw_pairs(num_users: int, num_items: int, num_edges: int, seed: int = 0
     > 0, that share of a user's items is drawn from the items of the user's own community
     (Zipf within it), so the pairs carry taste a model can learn, not only popularity.
     Heavy heads draw the same pair repeatedly, so pairs are drawn until enough distinct
-    ones exist, for at most 20 rounds: a graph so dense that the heads saturate comes back
+    ones exist (each round sized by the share of new pairs the last one gave), for at most
+    20 rounds: a graph so dense that the heads saturate comes back
     with fewer pairs (:func:`make_scale_world` refuses that, naming the count it reached).
     """
     gen = torch.Generator().manual_seed(seed)
@@ -109,11 +110,15 @@ def powerlaw_pairs(num_users: int, num_items: int, num_edges: int, seed: int = 0
         return users * num_items + items
 
     keys = torch.empty(0, dtype=torch.long)
+    new_per_draw = 1.0  # share of the last round's draws that were new pairs
     for _ in range(20):
         missing = num_edges - keys.numel()
         if missing <= 0:
             break
-        keys = torch.unique(torch.cat([keys, draw_pairs(int(missing * 1.5) + 16)]))
+        draws = int(1.5 * missing / max(new_per_draw, 0.01)) + 16
+        before = keys.numel()
+        keys = torch.unique(torch.cat([keys, draw_pairs(draws)]))
+        new_per_draw = (keys.numel() - before) / draws
     keys = keys[torch.randperm(keys.numel(), generator=gen)[:num_edges]]
     return keys // num_items, keys % num_items
 
