@@ -1,5 +1,6 @@
-"""What the ``benchmarks.speed`` subcommands share: run metadata, the Markdown header line,
-and merging a run's rows into ``DIR/speed.json``."""
+"""What the benchmarks share: the git sha a result was measured at (every bench), and for the
+``benchmarks.speed`` subcommands the run metadata, the Markdown header line and merging a
+run's rows into ``DIR/speed.json``."""
 
 from __future__ import annotations
 

@@ -193,7 +193,9 @@ def build_vocabs(dataset: Dataset) -> dict[str, Vocab]:
     return vocabs
 
 
-def _edge_index(src: np.ndarray, dst: np.ndarray) -> Tensor:
+def _edge_index(src, dst) -> Tensor:
+    if isinstance(src, Tensor) and isinstance(dst, Tensor):  # kgrec.data.scale builds tensors
+        return torch.stack([src, dst]).long()
     return torch.from_numpy(np.stack([src, dst]).astype(np.int64, copy=False))
 
 
@@ -209,8 +211,9 @@ def _add(data: HeteroData, etype: tuple[str, str, str], src, dst, **attrs) -> No
 
 def split_to_index(graph: GraphData, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:
     """User and item indices (``LongTensor`` of shape ``(len(frame),)`` each) of an interaction frame."""
-    users = torch.from_numpy(graph.vocabs["user"].encode(frame["user"].to_numpy(dtype=object)))
-    items = torch.from_numpy(graph.vocabs["item"].encode(frame["item"].to_numpy(dtype=object)))
+    # the Series itself: Categorical id columns are read as codes (see categorical_codes)
+    users = torch.from_numpy(graph.vocabs["user"].encode(frame["user"]))
+    items = torch.from_numpy(graph.vocabs["item"].encode(frame["item"]))
     return users, items
 
 

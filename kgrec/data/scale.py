@@ -32,7 +32,7 @@ import torch
 
 from kgrec.errors import ConfigError
 
-__all__ = ["SCALE_DATASET", "SCALE_KEYS", "AFFINITY", "powerlaw_pairs", "scale_graph", "make_scale_world", "check_scale"]
+__all__ = ["SCALE_DATASET", "SCALE_KEYS", "AFFINITY", "zipf_ranks", "powerlaw_pairs", "scale_graph", "make_scale_world", "check_scale"]
 
 #: The ``data.path`` value that selects :func:`make_scale_world`.
 SCALE_DATASET = "synthetic-scale"
@@ -63,6 +63,20 @@ def check_scale(scale: dict | None) -> dict[str, int]:
     return {key: int(value) for key, value in out.items()}
 
 
+def zipf_ranks(n: torch.Tensor | int, count: int, exponent: float, generator: torch.Generator) -> torch.Tensor:
+    """``count`` ranks in ``[0, n)`` (``n`` an int or one per draw) with rank ``r`` weighing about
+    ``(r + 1) ** -exponent``: the inverse CDF of the density ``x ** -exponent`` on ``[1, n + 1)``,
+    floored — no weight table per ``n``, so every draw may have its own ``n``."""
+    a = 1.0 - exponent
+    u = torch.rand(count, generator=generator, dtype=torch.float64)
+    size = torch.as_tensor(n, dtype=torch.float64) + 1
+    if abs(a) < 1e-9:  # exponent 1: the density 1 / x, whose CDF is a logarithm
+        rank = size.pow(u).floor().long() - 1
+    else:
+        rank = (1 + u * (size.pow(a) - 1)).pow(1.0 / a).floor().long() - 1
+    return torch.minimum(rank.clamp_(min=0), torch.as_tensor(n) - 1)
+
+
 def powerlaw_pairs(num_users: int, num_items: int, num_edges: int, seed: int = 0, exponent: float = 0.8,
                    communities: torch.Tensor | None = None,
                    affinity: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,16 +96,7 @@ def powerlaw_pairs(num_users: int, num_items: int, num_edges: int, seed: int = 0
     scatter = {n: torch.randperm(n, generator=gen) for n in {num_users, num_items}}
 
     def zipf_rank(n: torch.Tensor | int, count: int) -> torch.Tensor:
-        # inverse CDF of the density x ** -exponent on [1, n + 1), floored: rank r in [0, n) has
-        # about the weight (r + 1) ** -exponent of the discrete law, with no table per n
-        a = 1.0 - exponent
-        u = torch.rand(count, generator=gen, dtype=torch.float64)
-        size = torch.as_tensor(n, dtype=torch.float64) + 1
-        if abs(a) < 1e-9:  # exponent 1: the density 1 / x, whose CDF is a logarithm
-            rank = size.pow(u).floor().long() - 1
-        else:
-            rank = (1 + u * (size.pow(a) - 1)).pow(1.0 / a).floor().long() - 1
-        return torch.minimum(rank.clamp_(min=0), torch.as_tensor(n) - 1)
+        return zipf_ranks(n, count, exponent, gen)
 
     if communities is not None and affinity > 0:
         user_comm, item_comm = communities
@@ -139,15 +144,11 @@ def scale_graph(users: torch.Tensor, items: torch.Tensor, num_users: int, num_it
     """
     from torch_geometric.data import HeteroData
 
-    from kgrec.graph import HAS_ATTRIBUTE, HAS_TAG, INTERACTS, GraphData, Vocab
+    from kgrec.graph import HAS_ATTRIBUTE, HAS_TAG, INTERACTS, GraphData, Vocab, _add
 
     gen = torch.Generator().manual_seed(seed + 1)
     num_item_tags, num_attrs = 1000, 100
     num_entities = max(num_items // 2, 1)
-
-    def zipf(n: int, count: int) -> torch.Tensor:
-        weight = torch.arange(1, n + 1, dtype=torch.float64).pow(-0.8)
-        return torch.multinomial(weight, count, replacement=True, generator=gen)
 
     def by_community(n: int, comm: torch.Tensor, num_comm: int) -> torch.Tensor:
         block = max(n // num_comm, 1)  # community c owns ids [c * block, (c + 1) * block)
@@ -166,23 +167,16 @@ def scale_graph(users: torch.Tensor, items: torch.Tensor, num_users: int, num_it
             x += centroids[communities[0 if nt == "user" else 1]]
         data[nt].x = torch.nn.functional.normalize(x, dim=-1).to(torch.float16)  # unit norm, as MiniLM gives
 
-    def add(etype, src, dst, **attrs):
-        data[etype].edge_index = torch.stack([src, dst])
-        rev = (etype[2], f"rev_{etype[1]}", etype[0])
-        data[rev].edge_index = torch.stack([dst, src])
-        for key, value in attrs.items():
-            data[etype][key], data[rev][key] = value, value.clone()
-
-    add(INTERACTS, users.long(), items.long())
+    _add(data, INTERACTS, users.long(), items.long())
     tagged = torch.arange(num_items).repeat_interleave(2)
-    tags, entities = zipf(num_item_tags, tagged.numel()), zipf(num_entities, tagged.numel())
+    tags, entities = zipf_ranks(num_item_tags, tagged.numel(), 0.8, gen), zipf_ranks(num_entities, tagged.numel(), 0.8, gen)
     if communities is not None:  # every item's first tag and entity follow its community
         tags[::2] = by_community(num_item_tags, communities[1], num_comm)
         entities[::2] = by_community(num_entities, communities[1], num_comm)
-    add(HAS_TAG, tagged, tags)
+    _add(data, HAS_TAG, tagged, tags)
     attributed = torch.arange(num_users).repeat_interleave(3)
-    add(HAS_ATTRIBUTE, attributed, num_item_tags + torch.randint(num_attrs, (attributed.numel(),), generator=gen))
-    add(("item", "kg", "entity"), tagged, entities, edge_type=torch.randint(4, (tagged.numel(),), generator=gen))
+    _add(data, HAS_ATTRIBUTE, attributed, num_item_tags + torch.randint(num_attrs, (attributed.numel(),), generator=gen))
+    _add(data, ("item", "kg", "entity"), tagged, entities, edge_type=torch.randint(4, (tagged.numel(),), generator=gen))
     vocabs = {nt: Vocab(_ids(nt[0], n), nt) for nt, n in sizes.items()}
     return GraphData(data, vocabs, relations=["r0", "r1", "r2", "r3"], dataset_name=name)
 
