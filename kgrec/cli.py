@@ -14,26 +14,58 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from kgrec.errors import KGRecError
+from kgrec.errors import ConfigError, KGRecError
 
 __all__ = ["main"]
 
 
 def _info(argv: Sequence[str]) -> int:
     from kgrec.data import load_dataset
+    from kgrec.data.scale import SCALE_DATASET
     from kgrec.graph import build_graph
     from kgrec.split import SPLIT_STRATEGIES, split_dataset
 
     parser = argparse.ArgumentParser(prog="kgrec info", description="Summarise a dataset, its split and its graph.")
-    parser.add_argument("--data", required=True, help="built-in name (ml-100k, ml-1m, synthetic) or a directory")
+    parser.add_argument("--data", required=True,
+                        help=f"built-in name (ml-100k, ml-1m, synthetic, {SCALE_DATASET}) or a directory")
     parser.add_argument("--split", choices=SPLIT_STRATEGIES, default=None, help="split strategy (default: random, or presplit)")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--scale", default=None, metavar="YAML",
+                        help=f"sizes of the {SCALE_DATASET} graph, as data.scale takes them, "
+                             "e.g. '{users: 100000, items: 20000, edges: 10200000}'")
     args = parser.parse_args(argv)
+    if args.data == SCALE_DATASET:
+        return _info_scale(args)
+    if args.scale is not None:
+        raise ConfigError(f"--scale sizes the {SCALE_DATASET!r} graph only; --data is {args.data!r}.")
     dataset = load_dataset(args.data)
     print(dataset.summary())
     split = split_dataset(dataset, args.split, seed=args.seed)
     print(split.summary())
     print(build_graph(dataset, split).summary())
+    return 0
+
+
+def _info_scale(args) -> int:
+    """``kgrec info --data synthetic-scale``: what ``configs/synthetic_scale.yaml`` would train on."""
+    import yaml
+
+    from kgrec.data.scale import SCALE_DATASET, check_scale, make_scale_world
+
+    if args.split not in (None, "random"):
+        raise ConfigError(f"{SCALE_DATASET} is split at random only; got --split {args.split}.")
+    try:
+        scale = yaml.safe_load(args.scale) if args.scale is not None else {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--scale {args.scale!r} is not YAML: {err}".splitlines()[0]) from None
+    if not isinstance(scale, dict):
+        raise ConfigError(f"--scale must be a mapping such as '{{users: 1000, items: 200, edges: 5000}}'; "
+                          f"got {args.scale!r}.")
+    sizes = check_scale(scale)
+    print(f"Dataset[{SCALE_DATASET}]: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
+    split, graph = make_scale_world(**sizes, seed=args.seed)
+    print(split.summary())
+    print(graph.summary())
     return 0
 
 

@@ -14,6 +14,28 @@ def test_info_prints_dataset_split_and_graph(capsys):
     assert "Dataset 'synthetic'" in out and "Split[cold_item" in out and "user-interacts-item" in out
 
 
+def test_info_summarises_the_synthetic_scale_world(capsys):
+    assert main(["info", "--data", "synthetic-scale", "--scale", "{users: 400, items: 100, edges: 4000}"]) == 0
+    out = capsys.readouterr().out
+    assert "Dataset[synthetic-scale]: users 400, items 100, edges 4,000" in out
+    assert "Split[random, seed=2026]: train 3,920 (98.0%), valid 40, test 40" in out
+    assert "user-interacts-item                    3,920" in out
+
+
+def test_info_scale_errors_name_the_argument(capsys):
+    cases = [
+        (["--data", "synthetic-scale", "--scale", "[1]"], "--scale must be a mapping"),
+        (["--data", "synthetic-scale", "--scale", "{users: [}"], "--scale '{users: [}' is not YAML"),
+        (["--data", "synthetic-scale", "--scale", "{users: 0}"], "data.scale.users must be a positive integer; got 0"),
+        (["--data", "synthetic-scale", "--scale", "{people: 5}"], "unknown key(s) ['people']"),
+        (["--data", "synthetic-scale", "--split", "temporal"], "split at random only; got --split temporal"),
+        (["--data", "synthetic", "--scale", "{users: 5}"], "--scale sizes the 'synthetic-scale' graph only; --data is 'synthetic'"),
+    ]
+    for argv, message in cases:
+        assert main(["info", *argv]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+
+
 def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "info", "--data", str(tmp_path / "nope")],
                           capture_output=True, text=True)
