@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -207,8 +208,34 @@ def make_scale_graph(num_users: int, num_items: int, num_edges: int, seed: int =
                        name=f"synthetic-{num_users}x{num_items}x{num_edges}")
 
 
+def memory_slopes(rows: List[dict]) -> List[str]:
+    """Per device, a least-squares line through the scale rows' peak memory against train edges.
+
+    What the measured sizes say about a larger graph (``configs/synthetic_scale.yaml``'s 100M
+    train edges) before it is run; one line per device with at least two distinct sizes.
+    """
+    lines = []
+    for device in sorted({r["device"] for r in rows}):
+        scale = sorted((r for r in rows if r["device"] == device and r["impl"] == "kgrec"
+                        and str(r["data"]).startswith("synthetic-")), key=lambda r: r["train_edges"])
+        if len({r["train_edges"] for r in scale}) < 2:
+            continue
+        edges = [float(r["train_edges"]) for r in scale]
+        peaks = [r["peak_memory_mb"] * 2**20 for r in scale]
+        slope, intercept = np.polyfit(edges, peaks, 1)
+        projected = (intercept + slope * 100e6) / 2**30
+        lines.append(
+            f"**Scale rows ({device}, {len(scale)} sizes): peak memory ≈ {intercept / 2**30:.1f} GiB + "
+            f"{slope:,.0f} bytes per train edge; a straight-line projection to 100M train edges (the "
+            f"`configs/synthetic_scale.yaml` graph) gives {projected:,.1f} GiB ({scale[0]['memory']}).**"
+        )
+    return lines
+
+
 def to_markdown(rows: List[dict]) -> str:
-    meta = rows[0] if rows else {}
+    meta = dict(rows[0]) if rows else {}
+    if len({r.get("git_sha") for r in rows}) > 1:
+        meta["git_sha"] = "per row (see the git column)"
     lines = [
         "# Training speed",
         "",
@@ -226,17 +253,23 @@ def to_markdown(rows: List[dict]) -> str:
             lines += ["", f"**{r['data']} ({r['device']}): kgrec epoch {r['epoch_s']:.3f} s (batch "
                           f"{r['batch_size']:,}) vs PyG LightGCN + BPR {peer['epoch_s']:.3f} s (batch "
                           f"{peer['batch_size']:,}): kgrec's epoch takes {r['epoch_s'] / peer['epoch_s']:.2f}× LightGCN's.**"]
+    for line in memory_slopes(rows):
+        lines += ["", line]
     lines += [
         "",
-        "| device | data | impl | train edges | batch | steps/epoch | first epoch s | epoch s | peak MB (kind) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| device | data | impl | train edges | batch | steps/epoch | first epoch s | epoch s | peak MB (kind) | git |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         first = "–" if r.get("first_epoch_s") is None else f"{r['first_epoch_s']:.3f}"
-        epoch = f"{r['epoch_s']:.3f}" + (f" (extrapolated from {r['steps_timed']} steps)" if r.get("extrapolated")
-                                         else "")
+        epoch = f"{r['epoch_s']:.3f}"
+        if r.get("extrapolated"):
+            n = r["steps_timed"]
+            epoch += f" (extrapolated from {n} step{'s' if n != 1 else ''}" + (
+                ", warm-up included)" if r["steps_per_epoch"] == 1 else ")")
         lines.append(f"| {r['device']} | {r['data']} | {r['impl']} | {r['train_edges']:,} | {r['batch_size']:,} | "
-                     f"{r['steps_per_epoch']:,} | {first} | {epoch} | {r['peak_memory_mb']:,.0f} ({r['memory']}) |")
+                     f"{r['steps_per_epoch']:,} | {first} | {epoch} | {r['peak_memory_mb']:,.0f} ({r['memory']}) | "
+                     f"{r.get('git_sha', '')} |")
     return "\n".join(lines) + "\n"
 
 

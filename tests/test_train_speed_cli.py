@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import speed
-from benchmarks.train_speed import make_scale_graph, suite_args
+from benchmarks.train_speed import make_scale_graph, memory_slopes, suite_args, to_markdown
 from kgrec.graph import INTERACTS
 
 REQUIRED = {"bench", "impl", "data", "device", "batch_size", "train_edges", "epoch_s", "first_epoch_s",
@@ -46,7 +46,22 @@ def test_scale_steps_extrapolate_the_epoch(tmp_path):
     assert row["extrapolated"] and row["steps_timed"] == 1 and row["steps_per_epoch"] == 5
     assert row["first_step_s"] > 0
     assert row["epoch_s"] == pytest.approx(row["step_s"] * 5, rel=0.01)
-    assert "extrapolated from 1 steps" in (tmp_path / "speed_train.md").read_text()
+    assert "extrapolated from 1 step)" in (tmp_path / "speed_train.md").read_text()
+
+
+def test_scale_rows_give_a_memory_line_per_device():
+    def row(device, edges, mb, data="synthetic-x"):
+        return {"device": device, "impl": "kgrec", "data": data, "train_edges": edges, "peak_memory_mb": mb,
+                "memory": "process peak RSS", "batch_size": 1, "steps_per_epoch": 1, "epoch_s": 1.0,
+                "git_sha": "abc"}
+    # 1 GiB + 2^20 bytes (1 MiB) per million edges: exactly 1.0 GiB + 1 byte per train edge
+    rows = [row("cpu", n, 1024 + n / 2**20) for n in (2**20, 3 * 2**20, 5 * 2**20)]
+    rows += [row("cuda", 2**20, 10.0), row("cpu", 7 * 2**20, 1.0, data="ml-1m")]  # one cuda size; not a scale row
+    (line,) = memory_slopes(rows)
+    projected = (2**30 + 100e6) / 2**30
+    assert line.startswith("**Scale rows (cpu, 3 sizes): peak memory ≈ 1.0 GiB + 1 bytes per train edge")
+    assert f"gives {projected:,.1f} GiB (process peak RSS)" in line
+    assert line in to_markdown(rows)
 
 
 def test_scale_graph_has_the_requested_shape():
