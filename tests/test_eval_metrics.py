@@ -127,6 +127,34 @@ def test_chunking_does_not_change_results():
     assert a.per_user["recall@20"].mean() == pytest.approx(a.metrics["recall@20"])
 
 
+def test_max_users_evaluates_a_fixed_random_subset():
+    split, graph, scores = _world(seed=4)
+    model = FixedScores(scores).fit(split, graph)
+    full = evaluate(model, split, graph, on="valid", per_user=True)
+    sub = evaluate(model, split, graph, on="valid", per_user=True, max_users=7)
+    assert sub.num_users == 7 and sub.counts["eligible_users"] == full.num_users > 7
+    # the subset's metrics are the full run's per-user values averaged over those users
+    rows = full.per_user.set_index("user").loc[sub.per_user["user"]]
+    for name in ("recall@20", "ndcg@20", "mrr"):
+        assert sub.metrics[name] == pytest.approx(rows[name].mean(), abs=1e-12)
+    # the same subset on every call; another seed draws another one
+    again = evaluate(model, split, graph, on="valid", per_user=True, max_users=7)
+    pd.testing.assert_frame_equal(again.per_user, sub.per_user)
+    other = evaluate(model, split, graph, on="valid", per_user=True, max_users=7, seed=1)
+    assert set(other.per_user["user"]) != set(sub.per_user["user"])
+    # at or above the number of eligible users nothing is dropped
+    everyone = evaluate(model, split, graph, on="valid", max_users=full.num_users)
+    assert everyone.metrics == full.metrics
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 2.5, "10"])
+def test_max_users_must_be_a_positive_integer(bad):
+    split, graph, scores = _world(seed=4)
+    model = FixedScores(scores).fit(split, graph)
+    with pytest.raises(ConfigError, match=f"'max_users' parameter must be a positive integer or None; got {bad!r}"):
+        evaluate(model, split, graph, max_users=bad)
+
+
 def test_seen_items_are_excluded_from_candidates():
     split, graph, scores = _world(seed=4)
     # give every train and valid item the highest score: if they were not removed

@@ -154,6 +154,9 @@ def test_bad_model_arguments(synthetic_graph):
         KGRecModule(dm.graph_info, loss="ials", unobserved_weight=-1.0)
     with pytest.raises(ConfigError, match="graph_info lacks"):
         KGRecModule({"num_nodes": {}})
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ConfigError, match=f"'val_max_users' parameter must be a positive integer or null; got {bad!r}"):
+            KGRecModule(dm.graph_info, val_max_users=bad)
 
 
 # ---------------------------------------------------------------- training
@@ -513,6 +516,41 @@ def test_kgrec_keeps_its_history_and_restores_the_best_epoch(synthetic_graph, sy
     assert valid == pytest.approx(best["val/ndcg@20"], abs=1e-5)
     loaded = KGRec.load(model.save(tmp_path / "kgrec.pt"))
     pd.testing.assert_frame_equal(loaded.history_, history)
+
+
+def test_val_max_users_validates_on_a_fixed_subset_and_tests_on_everyone(synthetic_graph, synthetic_split,
+                                                                          monkeypatch):
+    import kgrec.eval
+    from kgrec.eval import evaluate
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        calls.append((kwargs.get("on"), kwargs.get("max_users"), result.num_users, result.metrics["ndcg@20"]))
+        return result
+
+    model = KGRec(hidden_channels=8, num_layers=1, max_epochs=2, patience=2, batch_size=64, val_max_users=9)
+    monkeypatch.setattr(kgrec.eval, "evaluate", spy)
+    model.fit(synthetic_split, synthetic_graph)
+    assert [c[:3] for c in calls] == [("valid", 9, 9)] * 2
+    # the logged validation is the 9-user subset's, as evaluate(max_users=9) measures it
+    assert model.history_["val/ndcg@20"].iloc[model.best_epoch_] == pytest.approx(calls[model.best_epoch_][3], abs=1e-6)
+    monkeypatch.undo()
+    full = evaluate(model, synthetic_split, synthetic_graph, on="valid")
+    assert full.num_users > 9
+    sub = evaluate(model, synthetic_split, synthetic_graph, on="valid", max_users=9)
+    assert sub.metrics["ndcg@20"] == pytest.approx(model.history_["val/ndcg@20"].iloc[model.best_epoch_], abs=1e-5)
+
+    import lightning as L
+
+    dm, module = KGRec(hidden_channels=8, num_layers=1, batch_size=64, val_max_users=9).build(
+        synthetic_split, synthetic_graph)
+    calls.clear()
+    monkeypatch.setattr(kgrec.eval, "evaluate", spy)
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).test(
+        module, dm, verbose=False)
+    assert len(calls) == 1 and calls[0][:2] == ("test", None) and calls[0][2] > 9
 
 
 def test_kgrec_rejects_non_positive_epochs(synthetic_graph, synthetic_split):

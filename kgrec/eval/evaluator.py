@@ -56,7 +56,8 @@ class EvalResult:
             dropped), ``seen_target_interactions`` (target pairs also in the excluded
             sets, dropped), ``target_items_without_train`` (target interactions whose
             item has no train interaction: kept, rankable only through side
-            information), ``num_candidates``.
+            information), ``num_candidates``, ``eligible_users`` (users with a target
+            item; more than ``num_users`` when ``max_users`` sampled them).
         on: ``"test"`` or ``"valid"``.
         cold_only: Whether ranking was restricted to ``split.cold_items``.
         ks: The cut-offs.
@@ -174,6 +175,8 @@ def evaluate(
     cold_only: bool = False,
     batch_size: int | None = None,
     per_user: bool = False,
+    max_users: int | None = None,
+    seed: int = 0,
 ) -> EvalResult:
     """Full-ranking evaluation of a fitted recommender.
 
@@ -189,6 +192,13 @@ def evaluate(
         batch_size: Users per chunk; ``None`` keeps each ``(batch, num_items)`` score
             block near 16M values.
         per_user: Also return one row of metrics per evaluated user.
+        max_users: Evaluate at most this many users: above it, a uniform random subset of the
+            users with a target item, drawn from ``seed`` (the same subset on every call with
+            the same split, so validation epochs stay comparable for early stopping). For
+            cheap validation on large graphs; ``None`` (the default, and what every reported
+            test number uses) evaluates every user. ``counts["eligible_users"]`` records how
+            many users the subset was drawn from.
+        seed: Seed of the ``max_users`` subset.
 
     Returns:
         An :class:`EvalResult`.
@@ -207,6 +217,10 @@ def evaluate(
         raise ConfigError(
             f"The 'batch_size' parameter must be a positive integer or None; got {batch_size!r}."
         )
+    if max_users is not None and (
+        isinstance(max_users, bool) or not isinstance(max_users, numbers.Integral) or max_users <= 0
+    ):
+        raise ConfigError(f"The 'max_users' parameter must be a positive integer or None; got {max_users!r}.")
     if not getattr(model, "is_fitted", False):
         raise ConfigError(f"{type(model).__name__} is not fitted; call fit(split, graph) before evaluate.")
 
@@ -246,6 +260,10 @@ def evaluate(
     n_rel = np.diff(target.indptr)
     eval_users = np.flatnonzero(n_rel > 0)
     skipped = int(num_users - len(eval_users))
+    counts["eligible_users"] = int(len(eval_users))
+    if max_users is not None and len(eval_users) > max_users:
+        rng = np.random.default_rng(seed)
+        eval_users = np.sort(rng.choice(eval_users, size=int(max_users), replace=False))
 
     device = model.score_device
     if batch_size is None:

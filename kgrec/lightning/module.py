@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
@@ -125,6 +125,12 @@ class KGRecModule(L.LightningModule):
             without cold items it changes little: only items with no training interaction leave
             the pool.
         eval_ks: Cut-offs logged at validation / test.
+        val_max_users: Validate on at most this many users, a fixed random subset of those
+            with a valid item (the same every epoch; see ``max_users`` of
+            :func:`kgrec.eval.evaluate`); ``None`` validates on all of them. For large graphs,
+            where the full ranking costs in proportion to the users ranked (a synthetic 300k-user
+            / 60k-item world on the 2-core CPU: 120 s for its 151k validation users, 81 s for
+            100k of them, against 11 s per training step). Test always ranks for every user.
     """
 
     def __init__(
@@ -153,6 +159,7 @@ class KGRecModule(L.LightningModule):
         cold_weight: float = 1.0,
         negative_items: Literal["all", "trained"] = "trained",
         eval_ks: tuple[int, ...] = (10, 20, 50),
+        val_max_users: Optional[int] = None,
     ) -> None:
         super().__init__()
         if loss not in ("softmax", "bpr", "ials"):
@@ -173,6 +180,10 @@ class KGRecModule(L.LightningModule):
             raise ConfigError(
                 f"The 'negative_items' parameter must be one of {{'all', 'trained'}}; got {negative_items!r}."
             )
+        if val_max_users is not None and (
+            isinstance(val_max_users, bool) or not isinstance(val_max_users, int) or val_max_users < 1
+        ):
+            raise ConfigError(f"The 'val_max_users' parameter must be a positive integer or null; got {val_max_users!r}.")
         missing = {"num_nodes", "text_dims", "edge_types", "num_kg_relations"} - set(graph_info)
         if missing:
             raise ConfigError(f"graph_info lacks {sorted(missing)}; it is derived from the data module.")
@@ -346,7 +357,8 @@ class KGRecModule(L.LightningModule):
         # Scores in float32 whatever the trainer's precision: bfloat16 scores tie items that
         # differ below its 8-bit mantissa, and ties would change the ranking being measured.
         with torch.autocast(self.device.type, enabled=False):
-            result = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks)
+            sample = self.hparams.get("val_max_users") if on == "valid" else None
+            result = evaluate(scorer, dm.split, dm.graph, on=on, ks=self.hparams.eval_ks, max_users=sample)
             metrics = dict(result.metrics)
             self.last_eval[on] = metrics
             if on == "test" and dm.split.cold_items:

@@ -79,6 +79,8 @@ class KGRec(BaseRecommender):
         batch_size: Supervision edges per step.
         max_epochs: Epoch cap.
         patience: Early-stopping patience (validations without improvement).
+        val_max_users: Early-stop on a fixed random subset of this many validation users
+            (``None``: all; see :class:`~kgrec.lightning.KGRecModule`).
         sampling: ``full`` or ``neighbor``.
         device: ``cpu`` or ``cuda``.
         seed: Random seed.
@@ -130,6 +132,7 @@ class KGRec(BaseRecommender):
         batch_size: int = 1024,
         max_epochs: int = 100,
         patience: int = 5,
+        val_max_users: int | None = None,
         sampling: Literal["full", "neighbor"] = "full",
         device: str | None = None,
         seed: int = 2026,
@@ -159,6 +162,7 @@ class KGRec(BaseRecommender):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.val_max_users = val_max_users
         self.sampling = sampling
         self.device = device
         self.seed = seed
@@ -188,7 +192,7 @@ class KGRec(BaseRecommender):
             align_weight=self.align_weight, align_max_nodes=self.align_max_nodes, lr=self.lr,
             dropout=self.dropout, side_weight=self.side_weight,
             cold_weight=self.cold_weight, negative_items=self.negative_items,
-            learn_relation_weights=self.learn_relation_weights,
+            learn_relation_weights=self.learn_relation_weights, val_max_users=self.val_max_users,
         )
         return dm, module
 
