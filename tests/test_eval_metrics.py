@@ -155,6 +155,23 @@ def test_max_users_must_be_a_positive_integer(bad):
         evaluate(model, split, graph, max_users=bad)
 
 
+def test_evaluate_never_writes_into_the_scores_a_model_hands_it():
+    class Memoised(FixedScores):  # hands out the same tensor object again for the same users
+        def _score(self, users):
+            key = tuple(users.tolist())
+            if key not in self.handed_:
+                self.handed_[key] = self.table_[users]
+            return self.handed_[key]
+
+    split, graph, scores = _world(seed=5)
+    model = Memoised(scores).fit(split, graph)
+    model.handed_ = {}
+    first = evaluate(model, split, graph, batch_size=4)
+    assert model.handed_ and all(torch.equal(t, model.table_[list(k)]) for k, t in model.handed_.items())
+    assert evaluate(model, split, graph, batch_size=4).metrics == first.metrics
+    assert first.metrics == evaluate(FixedScores(scores).fit(split, graph), split, graph).metrics
+
+
 def test_seen_items_are_excluded_from_candidates():
     split, graph, scores = _world(seed=4)
     # give every train and valid item the highest score: if they were not removed
