@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.run import write_atomic
+    from benchmarks.speed_rows import git_sha
     from kgrec.baselines._training import FactorScorer
     from kgrec.data import load_dataset
     from kgrec.eval import evaluate
@@ -125,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "peer_recall@20": peer_recall,
         "repeats": args.repeats,
         "command": "python -m benchmarks.eval_speed " + " ".join(sys.argv[1:] if argv is None else argv),
+        "git_sha": git_sha(),
     }
     out = Path(args.out)
     write_atomic(out / "eval_speed.json", json.dumps(report, indent=2) + "\n")
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| naive peer (dense matmul + mask + topk, no metrics) | {t_peer:.3f} | {n / t_peer:,.0f} |\n\n"
         f"Ratio kgrec / peer (users/s): **{report['ratio_kgrec_over_peer']:.2f}**. "
         f"recall@20 kgrec {report['kgrec_recall@20']:.6f} vs peer top-K {peer_recall:.6f}.\n\n"
-        f"Command: `{report['command']}`\n"
+        f"Command: `{report['command']}` (git {report['git_sha']})\n"
     )
     write_atomic(out / "eval_speed.md", md)
     print(md)
