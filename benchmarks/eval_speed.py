@@ -39,7 +39,7 @@ def _peer(user_f, item_f, users, excluded, target, k=50):
     scores = user_f[users] @ item_f.T
     mask = torch.from_numpy(excluded[users.cpu().numpy()].toarray() > 0).to(scores.device)
     scores = scores.masked_fill(mask, float("-inf"))
-    return torch.topk(scores, k, dim=1).indices
+    return torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
 
 
 def main(argv: Sequence[str] | None = None) -> int:

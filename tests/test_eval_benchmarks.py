@@ -157,3 +157,14 @@ def test_report_summarises_seeds(tmp_path):
     # every row names the commit it ran at
     assert all(r["git_sha"] is None or r["git_sha"][:7] in text for r in rows)
     assert report_main([str(out), "--no-plots"]) == 0
+
+
+def test_eval_speed_ranks_like_the_naive_peer_and_records_its_commit(tmp_path):
+    from benchmarks import eval_speed
+
+    assert eval_speed.main(["--out", str(tmp_path), "--data", "synthetic", "--repeats", "1", "--threads", "1"]) == 0
+    report = json.loads((tmp_path / "eval_speed.json").read_text())
+    # the synthetic catalogue is smaller than the peer's top-50: it ranks them all
+    assert report["items"] < 50 and report["kgrec_recall@20"] == pytest.approx(report["peer_recall@20"], abs=1e-12)
+    assert report["kgrec_users_per_s"] > 0 and report["ratio_kgrec_over_peer"] > 0 and report["git_sha"]
+    assert f"(git {report['git_sha']})" in (tmp_path / "eval_speed.md").read_text()
