@@ -209,15 +209,20 @@ def make_scale_graph(num_users: int, num_items: int, num_edges: int, seed: int =
 
 
 def memory_slopes(rows: List[dict]) -> List[str]:
-    """Per device, a least-squares line through the scale rows' peak memory against train edges.
+    """Per device (and GPU, precision, memory kind), a least-squares line through the scale rows'
+    peak memory against train edges.
 
     What the measured sizes say about a larger graph (``configs/synthetic_scale.yaml``'s 100M
-    train edges) before it is run; one line per device with at least two distinct sizes.
+    train edges) before it is run; one line per such group with at least two distinct sizes.
     """
     lines = []
-    for device in sorted({r["device"] for r in rows}):
-        scale = sorted((r for r in rows if r["device"] == device and r["impl"] == "kgrec"
-                        and str(r["data"]).startswith("synthetic-")), key=lambda r: r["train_edges"])
+    groups: dict[tuple, list] = {}
+    for r in rows:  # rows only fit one line when measured alike
+        if r["impl"] == "kgrec" and str(r["data"]).startswith("synthetic-"):
+            key = (r["device"], r.get("gpu") or "", r.get("precision") or "", r["memory"])
+            groups.setdefault(key, []).append(r)
+    for (device, gpu, precision, _), scale in sorted(groups.items()):
+        scale.sort(key=lambda r: r["train_edges"])
         if len({r["train_edges"] for r in scale}) < 2:
             continue
         edges = [float(r["train_edges"]) for r in scale]
@@ -225,7 +230,7 @@ def memory_slopes(rows: List[dict]) -> List[str]:
         slope, intercept = np.polyfit(edges, peaks, 1)
         projected = (intercept + slope * 100e6) / 2**30
         lines.append(
-            f"**Scale rows ({device}, {len(scale)} sizes): peak memory ≈ {intercept / 2**30:.1f} GiB + "
+            f"**Scale rows ({', '.join(x for x in (device, gpu, precision) if x)}, {len(scale)} sizes): peak memory ≈ {intercept / 2**30:.1f} GiB + "
             f"{slope:,.0f} bytes per train edge; a straight-line projection to 100M train edges (the "
             f"`configs/synthetic_scale.yaml` graph) gives {projected:,.1f} GiB ({scale[0]['memory']}).**"
         )

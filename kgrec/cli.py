@@ -61,7 +61,10 @@ def _info_scale(args) -> int:
     if not isinstance(scale, dict):
         raise ConfigError(f"--scale must be a mapping such as '{{users: 1000, items: 200, edges: 5000}}'; "
                           f"got {args.scale!r}.")
-    sizes = check_scale(scale)
+    try:
+        sizes = check_scale(scale)
+    except ConfigError as err:
+        raise ConfigError(f"--scale: {err}") from None
     print(f"Dataset[{SCALE_DATASET}]: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
     split, graph = make_scale_world(**sizes, seed=args.seed)
     print(split.summary())

@@ -26,8 +26,8 @@ def test_info_scale_errors_name_the_argument(capsys):
     cases = [
         (["--data", "synthetic-scale", "--scale", "[1]"], "--scale must be a mapping"),
         (["--data", "synthetic-scale", "--scale", "{users: [}"], "--scale '{users: [}' is not YAML"),
-        (["--data", "synthetic-scale", "--scale", "{users: 0}"], "data.scale.users must be a positive integer; got 0"),
-        (["--data", "synthetic-scale", "--scale", "{people: 5}"], "unknown key(s) ['people']"),
+        (["--data", "synthetic-scale", "--scale", "{users: 0}"], "--scale: data.scale.users must be a positive integer; got 0"),
+        (["--data", "synthetic-scale", "--scale", "{people: 5}"], "--scale: data.scale has unknown key(s) ['people']"),
         (["--data", "synthetic-scale", "--split", "temporal"], "split at random only; got --split temporal"),
         (["--data", "synthetic", "--scale", "{users: 5}"], "--scale sizes the 'synthetic-scale' graph only; --data is 'synthetic'"),
     ]

@@ -155,6 +155,26 @@ def test_max_users_must_be_a_positive_integer(bad):
         evaluate(model, split, graph, max_users=bad)
 
 
+@pytest.mark.parametrize("bad", [None, -1, 1.5, False])
+def test_subset_seed_must_be_a_non_negative_integer(bad):
+    split, graph, scores = _world(seed=4)
+    model = FixedScores(scores).fit(split, graph)
+    with pytest.raises(ConfigError, match=f"'seed' parameter must be a non-negative integer; got {bad!r}"):
+        evaluate(model, split, graph, max_users=5, seed=bad)
+
+
+def test_a_float64_default_dtype_changes_nothing():
+    split, graph, scores = _world(seed=6)
+    model = FixedScores(scores).fit(split, graph)
+    expected = evaluate(model, split, graph).metrics
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert evaluate(model, split, graph).metrics == expected
+    finally:
+        torch.set_default_dtype(before)
+
+
 def test_evaluate_never_writes_into_the_scores_a_model_hands_it():
     class Memoised(FixedScores):  # hands out the same tensor object again for the same users
         def _score(self, users):

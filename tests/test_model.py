@@ -155,7 +155,7 @@ def test_bad_model_arguments(synthetic_graph):
     with pytest.raises(ConfigError, match="graph_info lacks"):
         KGRecModule({"num_nodes": {}})
     for bad in (0, -1, True, 2.5):
-        with pytest.raises(ConfigError, match=f"'val_max_users' parameter must be a positive integer or null; got {bad!r}"):
+        with pytest.raises(ConfigError, match=rf"'val_max_users' parameter must be a positive integer or None \(null in YAML\); got {bad!r}"):
             KGRecModule(dm.graph_info, val_max_users=bad)
 
 
@@ -519,7 +519,7 @@ def test_kgrec_keeps_its_history_and_restores_the_best_epoch(synthetic_graph, sy
 
 
 def test_val_max_users_validates_on_a_fixed_subset_and_tests_on_everyone(synthetic_graph, synthetic_split,
-                                                                          monkeypatch):
+                                                                          monkeypatch, tmp_path):
     import kgrec.eval
     from kgrec.eval import evaluate
 
@@ -548,8 +548,9 @@ def test_val_max_users_validates_on_a_fixed_subset_and_tests_on_everyone(synthet
         synthetic_split, synthetic_graph)
     calls.clear()
     monkeypatch.setattr(kgrec.eval, "evaluate", spy)
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).test(
-        module, dm, verbose=False)
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=tmp_path).test(module, dm, verbose=False)
+    assert (tmp_path / "test_metrics.json").exists()  # where the test metrics go: not the working directory
     assert len(calls) == 1 and calls[0][:2] == ("test", None) and calls[0][2] > 9
 
 

@@ -57,7 +57,10 @@ def test_scale_rows_give_a_memory_line_per_device():
     # 1 GiB + 2^20 bytes (1 MiB) per million edges: exactly 1.0 GiB + 1 byte per train edge
     rows = [row("cpu", n, 1024 + n / 2**20) for n in (2**20, 3 * 2**20, 5 * 2**20)]
     rows += [row("cuda", 2**20, 10.0), row("cpu", 7 * 2**20, 1.0, data="ml-1m")]  # one cuda size; not a scale row
-    (line,) = memory_slopes(rows)
+    # rows measured differently (here: another precision) never share a line with these
+    rows += [{**row("cpu", n, 1.0), "precision": "bf16-mixed"} for n in (2**20, 2**21)]
+    line, other = memory_slopes(rows)
+    assert other.startswith("**Scale rows (cpu, bf16-mixed, 2 sizes): peak memory ≈ 0.0 GiB + 0 bytes")
     projected = (2**30 + 100e6) / 2**30
     assert line.startswith("**Scale rows (cpu, 3 sizes): peak memory ≈ 1.0 GiB + 1 bytes per train edge")
     assert f"gives {projected:,.1f} GiB (process peak RSS)" in line

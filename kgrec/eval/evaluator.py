@@ -47,7 +47,8 @@ class EvalResult:
     Attributes:
         metrics: Mean over evaluated users: ``recall@K``, ``ndcg@K``, ``hit@K``,
             ``precision@K``, ``mrr@K`` for each ``K``, and ``mrr`` (full ranking).
-        num_users: Users evaluated (those with at least one target item left).
+        num_users: Users ranked: those with at least one target item left, or a
+            ``max_users`` sample of them (how many there were: ``counts["eligible_users"]``).
         skipped_users: Users of the vocabulary not evaluated because they have no
             target item (never a division by zero).
         counts: Bookkeeping of what the protocol dropped or met, e.g.
@@ -217,6 +218,8 @@ def evaluate(
         isinstance(max_users, bool) or not isinstance(max_users, numbers.Integral) or max_users <= 0
     ):
         raise ConfigError(f"The 'max_users' parameter must be a positive integer or None; got {max_users!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"The 'seed' parameter must be a non-negative integer; got {seed!r}.")
     if not getattr(model, "is_fitted", False):
         raise ConfigError(f"{type(model).__name__} is not fitted; call fit(split, graph) before evaluate.")
 
@@ -295,7 +298,7 @@ def evaluate(
         # (a bool sum widens to int64) it halved the evaluation, 2 CPU threads: ml-1m 0.385 s
         # -> 0.194 s (benchmarks.eval_speed), a 100k-user x 20k-item world 14.2 s -> 7.0 s.
         ex_row, ex_col = _rows_to_coo(excluded, rows, device)
-        scores.index_put_((ex_row, ex_col), torch.tensor(float("-inf"), device=device))
+        scores[ex_row, ex_col] = float("-inf")
         rel_row, rel_col = _rows_to_coo(target, rows, device)
         relevant = torch.zeros(len(rows), num_candidates, dtype=torch.bool, device=device)
         relevant[rel_row, rel_col] = True
@@ -305,7 +308,7 @@ def evaluate(
         # against it (every tied non-relevant item ranks first), so a constant scorer
         # does not get MRR 1
         rel_scores = scores[rel_row, rel_col]
-        best_rel = torch.full((len(rows),), float("-inf"), device=device).scatter_reduce(
+        best_rel = torch.full((len(rows),), float("-inf"), dtype=scores.dtype, device=device).scatter_reduce(
             0, rel_row, rel_scores, reduce="amax")
         at_or_above = (scores >= best_rel.unsqueeze(1)).sum(dim=1, dtype=torch.int32)
         tied_relevant = torch.zeros(len(rows), dtype=torch.int32, device=device).index_add_(
