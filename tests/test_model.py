@@ -140,6 +140,26 @@ def test_gramian_loss_is_the_ials_objective():
     assert gramian_loss(u, pos, 0.5 * items, 3.0) < gramian_loss(u, pos, items, 3.0)
 
 
+def test_weight_decay_penalises_each_batch_edge_s_user_and_item_inputs(synthetic_graph, synthetic_split, monkeypatch):
+    torch.manual_seed(0)
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, batch_size=64)
+    dm.setup("fit")
+    losses = {}
+    for wd in (0.0, 0.5):
+        torch.manual_seed(0)
+        module = KGRecModule(dm.graph_info, hidden_channels=8, num_layers=1, weight_decay=wd, cold_weight=0.0)
+        monkeypatch.setattr(module, "_datamodule", lambda: dm)
+        monkeypatch.setattr(module, "log", lambda *a, **k: None)
+        module.on_fit_start()
+        users = torch.tensor([0, 0, 0, 3, 5])  # a repeated user counts once per edge
+        items = torch.tensor([1, 2, 2, 2, 4])
+        losses[wd] = module.training_step((users, items), 0)
+        h0 = {}
+        module.model(*module.full_graph(), inputs=h0)
+    expected = (h0["user"][users].pow(2).sum() + h0["item"][items].pow(2).sum()) / len(users)
+    assert torch.allclose(losses[0.5] - losses[0.0], 0.5 * expected, rtol=1e-5)
+
+
 def test_bad_model_arguments(synthetic_graph):
     data = synthetic_graph.data
     counts = {nt: data[nt].num_nodes for nt in data.node_types}

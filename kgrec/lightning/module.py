@@ -334,9 +334,11 @@ class KGRecModule(L.LightningModule):
             loss = loss + self.hparams.align_weight * align
             self.log("train/align_loss", align, batch_size=len(users))
         if self.hparams.weight_decay:  # on the inputs of this forward pass (before dropout)
-            reg = (h0["user"].index_select(0, users).pow(2).sum()
-                   + h0["item"].index_select(0, items).pow(2).sum()) / len(users)
-            loss = loss + self.hparams.weight_decay * reg
+            # each batch edge's user and item once: a node's squared norm times its edge count,
+            # not a gather of (batch, d) rows
+            reg = sum((torch.bincount(idx, minlength=h0[nt].size(0)).to(h0[nt].dtype)
+                       * h0[nt].pow(2).sum(-1)).sum() for nt, idx in (("user", users), ("item", items)))
+            loss = loss + self.hparams.weight_decay * reg / len(users)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(users))
         return loss
 

