@@ -266,6 +266,23 @@ def test_kg_relation_weights_are_fixed_unless_learned(synthetic_graph):
     fixed.load_state_dict(KGRecModel(*args, hidden_channels=8, num_layers=1).state_dict())
 
 
+def test_cold_detach_keeps_the_cold_view_loss_off_the_warm_embeddings():
+    dataset, split, graph = text_world("random")
+    grads = {}
+    for detach in (True, False):
+        torch.manual_seed(0)
+        dm, module = make_module(graph, split, cold_detach=detach)
+        model = module.model
+        with torch.no_grad():  # tag and entity ids start at zero; give them something to carry
+            for emb in model.id_emb.values():
+                emb.weight.normal_()
+        model(graph.data, cold_view=True)["item_cold"].pow(2).sum().backward()
+        grads[detach] = {name: (p.grad is not None and p.grad.abs().sum() > 0) for name, p in model.named_parameters()}
+    on = {name for name, g in grads[True].items() if g}
+    assert on and all(name.startswith("text_proj.item") for name in on)  # only the item text projection
+    assert grads[False]["id_emb.item.weight"] and grads[False]["id_emb.tag.weight"]  # kgrec-coldgrad: all of it
+
+
 def test_cold_view_is_what_a_cold_item_gets():
     dataset, split, graph = text_world("cold_item")
     # no item-item KG edges: through them a neighbour's users (whose degrees count the

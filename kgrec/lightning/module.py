@@ -115,6 +115,9 @@ class KGRecModule(L.LightningModule):
             loss: 0.216 without it, 0.269 with weight 0.5. With ``ials`` and trained negatives
             (dev split, seed 7): weight 0.5 0.246, 1.0 0.266, 2.0 0.274, while valid NDCG@20
             fell 0.309, 0.306, 0.303.
+        cold_detach: The cold-view loss trains the item text projection only, not the id
+            embeddings and tag / entity states the warm ranking shares with it (see
+            :class:`kgrec.nn.KGRecModel`; ``False``: ``kgrec-coldgrad``, the behaviour before).
         negative_items: Which items the ranking losses push down as negatives (softmax and
             bpr samples, the ``ials`` penalty): ``all`` catalogue items, or only the
             ``trained`` ones — items with at least one training interaction. An item nobody
@@ -160,6 +163,7 @@ class KGRecModule(L.LightningModule):
         learn_relation_weights: bool = False,
         cold_weight: float = 1.0,
         negative_items: Literal["all", "trained"] = "trained",
+        cold_detach: bool = True,
         eval_ks: tuple[int, ...] = (10, 20, 50),
         val_max_users: Optional[int] = None,
     ) -> None:
@@ -206,6 +210,7 @@ class KGRecModule(L.LightningModule):
             side_weight=side_weight,
             id_dropout=id_dropout,
             learn_relation_weights=learn_relation_weights,
+            cold_detach=cold_detach,
         )
         self.align = align_weight > 0 and use_text
         self.cold_view = cold_weight > 0 and use_text and "item" in graph_info["text_dims"]

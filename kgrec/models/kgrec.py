@@ -66,6 +66,8 @@ class KGRec(BaseRecommender):
         learn_relation_weights: Learn a weight per KG relation (off: every relation counts 1).
         cold_weight: Weight of the cold-view ranking loss (trains cold-item placement; see
             :class:`~kgrec.lightning.KGRecModule`).
+        cold_detach: The cold-view loss trains the item text projection only (``False``:
+            it also trains the id embeddings and tag / entity states; ``kgrec-coldgrad``).
         negative_items: ``all`` or ``trained`` (only items with a training interaction serve
             as negatives; see :class:`~kgrec.lightning.KGRecModule`).
         score_fn: ``dot`` or ``cosine`` scores.
@@ -100,6 +102,9 @@ class KGRec(BaseRecommender):
         "kgrec-nocold": {"cold_weight": 0.0},
         # learned per-relation KG weights (KGAT-style relation awareness) instead of fixed ones
         "kgrec-learnrel": {"learn_relation_weights": True},
+        # the cold-view loss's gradient reaching the warm graph's embeddings too (the default
+        # before cold_detach)
+        "kgrec-coldgrad": {"cold_detach": False},
         # the sampled-softmax loss (the default before ials) with its own best regularisation
         "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5,
                           "align_weight": 0.1},
@@ -120,6 +125,7 @@ class KGRec(BaseRecommender):
         side_weight: float = 0.1,
         learn_relation_weights: bool = False,
         cold_weight: float = 1.0,
+        cold_detach: bool = True,
         negative_items: Literal["all", "trained"] = "trained",
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
@@ -150,6 +156,7 @@ class KGRec(BaseRecommender):
         self.side_weight = side_weight
         self.learn_relation_weights = learn_relation_weights
         self.cold_weight = cold_weight
+        self.cold_detach = cold_detach
         self.negative_items = negative_items
         self.score_fn = score_fn
         self.in_batch_negatives = in_batch_negatives
@@ -191,7 +198,7 @@ class KGRec(BaseRecommender):
             unobserved_weight=self.unobserved_weight, weight_decay=self.weight_decay,
             align_weight=self.align_weight, align_max_nodes=self.align_max_nodes, lr=self.lr,
             dropout=self.dropout, side_weight=self.side_weight,
-            cold_weight=self.cold_weight, negative_items=self.negative_items,
+            cold_weight=self.cold_weight, cold_detach=self.cold_detach, negative_items=self.negative_items,
             learn_relation_weights=self.learn_relation_weights, val_max_users=self.val_max_users,
         )
         return dm, module
