@@ -280,7 +280,7 @@ def test_cold_detach_keeps_the_cold_view_loss_off_the_warm_embeddings():
         grads[detach] = {name: (p.grad is not None and p.grad.abs().sum() > 0) for name, p in model.named_parameters()}
     on = {name for name, g in grads[True].items() if g}
     assert on and all(name.startswith("text_proj.item") for name in on)  # only the item text projection
-    assert grads[False]["id_emb.item.weight"] and grads[False]["id_emb.tag.weight"]  # kgrec-coldgrad: all of it
+    assert grads[False]["id_emb.item.weight"] and grads[False]["id_emb.tag.weight"]  # the default: all of it
 
 
 def test_cold_view_is_what_a_cold_item_gets():

@@ -117,7 +117,8 @@ class KGRecModule(L.LightningModule):
             fell 0.309, 0.306, 0.303.
         cold_detach: The cold-view loss trains the item text projection only, not the id
             embeddings and tag / entity states the warm ranking shares with it (see
-            :class:`kgrec.nn.KGRecModel`; ``False``: ``kgrec-coldgrad``, the behaviour before).
+            :class:`kgrec.nn.KGRecModel`; ``kgrec-colddetach``). Off by default: warmer
+            accuracy, less cold.
         negative_items: Which items the ranking losses push down as negatives (softmax and
             bpr samples, the ``ials`` penalty): ``all`` catalogue items, or only the
             ``trained`` ones — items with at least one training interaction. An item nobody
@@ -163,7 +164,7 @@ class KGRecModule(L.LightningModule):
         learn_relation_weights: bool = False,
         cold_weight: float = 1.0,
         negative_items: Literal["all", "trained"] = "trained",
-        cold_detach: bool = True,
+        cold_detach: bool = False,
         eval_ks: tuple[int, ...] = (10, 20, 50),
         val_max_users: Optional[int] = None,
     ) -> None:

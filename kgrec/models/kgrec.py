@@ -66,8 +66,9 @@ class KGRec(BaseRecommender):
         learn_relation_weights: Learn a weight per KG relation (off: every relation counts 1).
         cold_weight: Weight of the cold-view ranking loss (trains cold-item placement; see
             :class:`~kgrec.lightning.KGRecModule`).
-        cold_detach: The cold-view loss trains the item text projection only (``False``:
-            it also trains the id embeddings and tag / entity states; ``kgrec-coldgrad``).
+        cold_detach: The cold-view loss trains the item text projection only, not the id
+            embeddings and tag / entity states (``kgrec-colddetach``; off by default, see
+            :class:`~kgrec.nn.KGRecModel`).
         negative_items: ``all`` or ``trained`` (only items with a training interaction serve
             as negatives; see :class:`~kgrec.lightning.KGRecModule`).
         score_fn: ``dot`` or ``cosine`` scores.
@@ -102,9 +103,8 @@ class KGRec(BaseRecommender):
         "kgrec-nocold": {"cold_weight": 0.0},
         # learned per-relation KG weights (KGAT-style relation awareness) instead of fixed ones
         "kgrec-learnrel": {"learn_relation_weights": True},
-        # the cold-view loss's gradient reaching the warm graph's embeddings too (the default
-        # before cold_detach)
-        "kgrec-coldgrad": {"cold_detach": False},
+        # the cold-view loss kept off the warm graph's embeddings (trains the text projection only)
+        "kgrec-colddetach": {"cold_detach": True},
         # the sampled-softmax loss (the default before ials) with its own best regularisation
         "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5,
                           "align_weight": 0.1},
@@ -125,7 +125,7 @@ class KGRec(BaseRecommender):
         side_weight: float = 0.1,
         learn_relation_weights: bool = False,
         cold_weight: float = 1.0,
-        cold_detach: bool = True,
+        cold_detach: bool = False,
         negative_items: Literal["all", "trained"] = "trained",
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,

@@ -60,10 +60,10 @@ class KGRecModel(nn.Module):
         cold_detach: The cold view (``forward(cold_view=True)``) reads the warm graph's layer
             states and the items' own inputs without gradient, so a loss on it trains the
             item text projection only, not the id embeddings and tag / entity states the warm
-            ranking uses; ``False`` lets it train them all. Measured on ml-100k (seed 2026,
-            ``cold_weight`` 1): valid NDCG@20 random 0.3021 -> 0.3029, temporal 0.1593 ->
-            0.1603, cold_item 0.2984 -> 0.2991; strict cold-start Recall@20 (test) 0.2915 ->
-            0.2793.
+            ranking uses; ``False`` (the default) lets it train them all. A trade-off, measured
+            on ml-100k (seed 2026, ``cold_weight`` 1; the ``kgrec-colddetach`` benchmark
+            rows): valid NDCG@20 random 0.3021 -> 0.3029, temporal 0.1593 -> 0.1603,
+            cold_item 0.2984 -> 0.2991, but strict cold-start Recall@20 (test) 0.2915 -> 0.2793.
 
     Shapes:
         :meth:`forward` returns ``{node_type: (num_nodes_in_data, hidden_channels)}``.
@@ -85,7 +85,7 @@ class KGRecModel(nn.Module):
         side_weight: float = 1.0,
         id_dropout: float = 0.0,
         learn_relation_weights: bool = False,
-        cold_detach: bool = True,
+        cold_detach: bool = False,
     ) -> None:
         super().__init__()
         if hidden_channels <= 0 or num_layers < 0:
