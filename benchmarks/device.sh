@@ -12,7 +12,8 @@
 # then run it there with carry [".devcache"]:   bash benchmarks/device.sh
 # A second call, `bash benchmarks/device.sh scale` (no carry needed), runs the CLI config of GPU
 # scale instead: `kgrec fit --config configs/synthetic_scale.yaml` (1M users, 200k items, 100M
-# TRAIN edges built as tensors), two epochs with full-ranking validation, GPU memory sampled
+# TRAIN edges built as tensors), two epochs, each validated by full ranking for 100k sampled
+# validation users (model.val_max_users), GPU memory sampled
 # every 0.5 s by nvidia-smi into $OUT/gpu_memory.csv.
 # Results land in $OUT (speed.json, speed_train.md, logs); merge speed.json's "train" rows into
 # benchmarks/results/speed/ with a CPU run of the same command without --device cuda.

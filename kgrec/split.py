@@ -24,6 +24,7 @@ __all__ = [
     "split_temporal",
     "split_leave_one_out",
     "split_cold_item",
+    "check_ratios",
 ]
 
 SplitStrategy = Literal["random", "temporal", "leave_one_out", "cold_item", "presplit"]
@@ -74,7 +75,9 @@ class Split:
 
 
 # --------------------------------------------------------------------- helpers
-def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    """``ratios`` as three positive finite train / valid / test shares summing to 1, else a
+    :class:`~kgrec.errors.ConfigError` naming them (shared by every split and ``synthetic-scale``)."""
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) != 3 or any(not math.isfinite(r) or r <= 0 for r in ratios):
         raise ConfigError(
@@ -147,7 +150,7 @@ def _interactions(dataset: Dataset, rating_threshold: float | None) -> pd.DataFr
 def split_random(dataset: Dataset, ratios=(0.8, 0.1, 0.1), seed: int = 2026,
                  rating_threshold: float | None = None) -> Split:
     """Per user, a seeded random ``ratios`` share of interactions to train / valid / test."""
-    ratios = _check_ratios(ratios)
+    ratios = check_ratios(ratios)
     inter = _interactions(dataset, rating_threshold)
     key = np.random.default_rng(seed).random(len(inter))
     return _make(inter, _assign_by_position(inter, key, ratios), "random", seed)
@@ -155,7 +158,7 @@ def split_random(dataset: Dataset, ratios=(0.8, 0.1, 0.1), seed: int = 2026,
 
 def split_temporal(dataset: Dataset, ratios=(0.8, 0.1, 0.1), rating_threshold: float | None = None) -> Split:
     """Per user, the oldest ``ratios[0]`` share to train, the newest ``ratios[2]`` to test."""
-    ratios = _check_ratios(ratios)
+    ratios = check_ratios(ratios)
     if not dataset.has_timestamps:
         raise ConfigError(
             f"split 'temporal' needs a 'timestamp' column, which dataset {dataset.name!r} lacks; "
@@ -202,7 +205,7 @@ def split_cold_item(dataset: Dataset, cold_fraction: float = 0.2, ratios=(0.8, 0
     """
     if not (0.0 < float(cold_fraction) < 1.0):
         raise ConfigError(f"The 'cold_fraction' argument must be in (0, 1); got {cold_fraction}.")
-    ratios = _check_ratios(ratios)
+    ratios = check_ratios(ratios)
     inter = _interactions(dataset, rating_threshold)
     rng = np.random.default_rng(seed)
     items = np.sort(pd.unique(inter["item"].to_numpy(dtype=object)).astype(str))

@@ -9,6 +9,7 @@ import torch
 
 from benchmarks import speed
 from benchmarks.train_speed import make_scale_graph, memory_slopes, suite_args, to_markdown
+from kgrec.data.scale import SCALE_KEYS
 from kgrec.graph import INTERACTS
 
 REQUIRED = {"bench", "impl", "data", "device", "batch_size", "train_edges", "epoch_s", "first_epoch_s",
@@ -61,7 +62,7 @@ def test_scale_rows_give_a_memory_line_per_device():
     rows += [{**row("cpu", n, 1.0), "precision": "bf16-mixed"} for n in (2**20, 2**21)]
     line, other = memory_slopes(rows)
     assert other.startswith("**Scale rows (cpu, bf16-mixed, 2 sizes): peak memory ≈ 0.0 GiB + 0 bytes")
-    projected = (2**30 + 100e6) / 2**30
+    projected = (2**30 + SCALE_KEYS["edges"]) / 2**30  # projected to the scale config's interactions
     assert line.startswith("**Scale rows (cpu, 3 sizes): peak memory ≈ 1.0 GiB + 1 bytes per train edge")
     assert f"gives {projected:,.1f} GiB (process peak RSS)" in line
     assert line in to_markdown(rows)

@@ -215,9 +215,9 @@ def make_scale_world(users: int = SCALE_KEYS["users"], items: int = SCALE_KEYS["
 
     sizes = check_scale({"users": users, "items": items, "edges": edges, "text_dim": text_dim,
                          "communities": communities})
-    from kgrec.split import _check_ratios
+    from kgrec.split import check_ratios
 
-    ratios = _check_ratios(ratios)
+    ratios = check_ratios(ratios)
     gen = torch.Generator().manual_seed(seed + 2)
     comm = (torch.randint(sizes["communities"], (sizes["users"],), generator=gen),
             torch.randint(sizes["communities"], (sizes["items"],), generator=gen))

@@ -15,7 +15,7 @@ from kgrec.data import load_dataset
 from kgrec.data.scale import SCALE_DATASET, check_scale, make_scale_world
 from kgrec.errors import ConfigError, DataError
 from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, prune_entities
-from kgrec.split import Split, split_dataset
+from kgrec.split import Split, check_ratios, split_dataset
 from kgrec.text.base import BaseTextEncoder
 
 __all__ = ["KGRecDataModule", "EdgeSet", "TensorBatchSampler"]
@@ -170,10 +170,8 @@ class KGRecDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.scale = None
         if path == SCALE_DATASET:
-            from kgrec.split import _check_ratios
-
             self.scale = check_scale(scale)
-            _check_ratios(self.ratios)
+            check_ratios(self.ratios)
             if split not in (None, "random"):
                 raise ConfigError(f"data.path {SCALE_DATASET!r} is split at random; got data.split={split!r}.")
             if not (use_kg and use_side_info):
