@@ -138,6 +138,35 @@ def test_gramian_loss_is_the_ials_objective():
     assert torch.allclose(gramian_loss(u, pos, items, 3.0), observed + 3.0 * unobserved)
     # the penalty pushes unobserved scores down: shrinking every item score lowers it
     assert gramian_loss(u, pos, 0.5 * items, 3.0) < gramian_loss(u, pos, items, 3.0)
+    # per-row weights scale each row's unobserved term; all-ones weights change nothing
+    w = torch.tensor([0.5, 2.0, 1.0, 0.0, 3.0, 1.5])
+    weighted = ((u @ items.t()).pow(2).mean(-1) * w).mean()
+    assert torch.allclose(gramian_loss(u, pos, items, 3.0, w), observed + 3.0 * weighted)
+    assert torch.allclose(gramian_loss(u, pos, items, 3.0, torch.ones(6)), gramian_loss(u, pos, items, 3.0))
+
+
+def test_unobserved_user_power_weights_each_user_by_its_degree(synthetic_graph, synthetic_split, monkeypatch):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, batch_size=64)
+    dm.setup("fit")
+    with pytest.raises(ConfigError, match="'unobserved_user_power' parameter must be >= 0; got -0.5"):
+        KGRecModule(dm.graph_info, unobserved_user_power=-0.5)
+    users, _ = dm.train_edges()
+    degree = torch.bincount(users, minlength=synthetic_graph.num_users).float()
+    weights = {}
+    for power in (0.0, 0.5, 1.0):
+        module = KGRecModule(dm.graph_info, hidden_channels=8, num_layers=1, unobserved_user_power=power)
+        monkeypatch.setattr(module, "_datamodule", lambda: dm)
+        module.on_fit_start()
+        weights[power] = module._user_weight
+    assert weights[0.0] is None  # every edge alike: no weights at all
+    for power in (0.5, 1.0):
+        w = weights[power]
+        assert torch.allclose(w[users].mean(), torch.tensor(1.0))  # mean 1 over the training edges
+        seen = degree > 0
+        # a user's total unobserved weight over an epoch, degree x w, goes as degree^(1 - power)
+        total = degree[seen] * w[seen]
+        expected = degree[seen].pow(1 - power)
+        assert torch.allclose(total / total.sum(), expected / expected.sum(), rtol=1e-4)
 
 
 def test_weight_decay_penalises_each_batch_edge_s_user_and_item_inputs(synthetic_graph, synthetic_split, monkeypatch):
@@ -715,6 +744,31 @@ def test_sampled_subgraph_with_full_fanout_reproduces_full_graph_embeddings(synt
         sampled = model(batch)["user"][: len(users)]
     assert torch.allclose(sampled, full[batch["user"].n_id[: len(users)]], atol=1e-5)
     assert not torch.allclose(unnormalised, full[batch["user"].n_id[: len(users)]], atol=1e-3)
+
+
+def test_warm_text_false_places_only_nodes_without_a_trained_id_by_text(synthetic_graph):
+    data = synthetic_graph.data.clone()
+    counts = {nt: data[nt].num_nodes for nt in data.node_types}
+    data["item"].x = torch.randn(counts["item"], 4)
+    args = (counts, {"item": 4}, data.edge_types, len(synthetic_graph.relations))
+    torch.manual_seed(0)
+    adding = KGRecModel(*args, hidden_channels=8)
+    torch.manual_seed(0)
+    model = KGRecModel(*args, hidden_channels=8, warm_text=False)
+    cold = torch.zeros(counts["item"], dtype=torch.bool)
+    cold[:3] = True
+    for m in (adding, model):
+        m.set_id_mask("item", ~cold)
+    ids = model.id_emb["item"].weight
+    text = model.project_text("item", data["item"].x)
+    h = model.input_embeddings(data)["item"]
+    assert torch.allclose(h[~cold], ids[~cold])  # warm items: their id embedding alone
+    assert torch.allclose(h[cold], text[cold])  # items without a trained id: their text
+    assert torch.allclose(adding.input_embeddings(data)["item"][~cold], ids[~cold] + text[~cold])
+    # the cold view still gives every item its text: it is what trains the projection
+    out = model(data, cold_view=True)
+    out["item_cold"].sum().backward()
+    assert model.text_proj["item"].weight.grad.abs().sum() > 0
 
 
 def test_id_dropout_trains_items_as_if_cold(synthetic_graph):

@@ -77,6 +77,8 @@ class KGRec(BaseRecommender):
         temperature: Ranking-loss temperature.
         num_negatives: Sampled negatives per batch.
         unobserved_weight: Weight of the unobserved pairs (``ials`` loss).
+        unobserved_user_power: The unobserved term of each training edge weighted by its user's
+            degree to this negative power (``ials``; see :class:`~kgrec.lightning.KGRecModule`).
         lr: Adam learning rate.
         weight_decay: L2 penalty on the batch's input embeddings.
         batch_size: Supervision edges per step.
@@ -105,6 +107,8 @@ class KGRec(BaseRecommender):
         "kgrec-learnrel": {"learn_relation_weights": True},
         # the cold-view loss kept off the warm graph's embeddings (trains the text projection only)
         "kgrec-colddetach": {"cold_detach": True},
+        # warm users and items rank by their id embeddings alone; text places cold ones only
+        "kgrec-coldtext": {"warm_text": False},
         # the sampled-softmax loss (the default before ials) with its own best regularisation
         "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5,
                           "align_weight": 0.1},
@@ -126,6 +130,7 @@ class KGRec(BaseRecommender):
         learn_relation_weights: bool = False,
         cold_weight: float = 1.0,
         cold_detach: bool = False,
+        warm_text: bool = True,
         negative_items: Literal["all", "trained"] = "trained",
         score_fn: Literal["dot", "cosine"] = "dot",
         in_batch_negatives: bool = False,
@@ -133,6 +138,7 @@ class KGRec(BaseRecommender):
         temperature: float = 1.0,
         num_negatives: int = 1024,
         unobserved_weight: float = 20.0,
+        unobserved_user_power: float = 0.0,
         lr: float = 5e-3,
         weight_decay: float = 0.01,
         batch_size: int = 1024,
@@ -157,6 +163,7 @@ class KGRec(BaseRecommender):
         self.learn_relation_weights = learn_relation_weights
         self.cold_weight = cold_weight
         self.cold_detach = cold_detach
+        self.warm_text = warm_text
         self.negative_items = negative_items
         self.score_fn = score_fn
         self.in_batch_negatives = in_batch_negatives
@@ -164,6 +171,7 @@ class KGRec(BaseRecommender):
         self.temperature = temperature
         self.num_negatives = num_negatives
         self.unobserved_weight = unobserved_weight
+        self.unobserved_user_power = unobserved_user_power
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -195,10 +203,12 @@ class KGRec(BaseRecommender):
             use_id_embeddings=self.use_id_embeddings, use_text=self.use_text, score=self.score_fn,
             in_batch_negatives=self.in_batch_negatives,
             loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
-            unobserved_weight=self.unobserved_weight, weight_decay=self.weight_decay,
+            unobserved_weight=self.unobserved_weight, unobserved_user_power=self.unobserved_user_power,
+            weight_decay=self.weight_decay,
             align_weight=self.align_weight, align_max_nodes=self.align_max_nodes, lr=self.lr,
             dropout=self.dropout, side_weight=self.side_weight,
-            cold_weight=self.cold_weight, cold_detach=self.cold_detach, negative_items=self.negative_items,
+            cold_weight=self.cold_weight, cold_detach=self.cold_detach, warm_text=self.warm_text,
+            negative_items=self.negative_items,
             learn_relation_weights=self.learn_relation_weights, val_max_users=self.val_max_users,
         )
         return dm, module
