@@ -109,6 +109,8 @@ class KGRec(BaseRecommender):
         "kgrec-colddetach": {"cold_detach": True},
         # warm users and items rank by their id embeddings alone; text places cold ones only
         "kgrec-coldtext": {"warm_text": False},
+        # the iALS unobserved term weighted by each user's degree^-0.5 (default: every edge alike)
+        "kgrec-upow": {"unobserved_user_power": 0.5},
         # the sampled-softmax loss (the default before ials) with its own best regularisation
         "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5,
                           "align_weight": 0.1},
