@@ -129,6 +129,9 @@ class KGRecModule(L.LightningModule):
             :class:`kgrec.nn.KGRecModel`; ``kgrec-colddetach``). Off by default: switching it
             on gained warm accuracy on ml-100k's temporal split and lost strict cold-start
             accuracy.
+        warm_text: Users and items with a trained id embedding add their projected text to it
+            (``False``: text places only those without one; see :class:`kgrec.nn.KGRecModel`,
+            ``kgrec-coldtext``). On by default: without it strict cold-start accuracy fell.
         negative_items: Which items the ranking losses push down as negatives (softmax and
             bpr samples, the ``ials`` penalty): ``all`` catalogue items, or only the
             ``trained`` ones — items with at least one training interaction. An item nobody
@@ -232,6 +235,7 @@ class KGRecModule(L.LightningModule):
         self.cold_view = cold_weight > 0 and use_text and "item" in graph_info["text_dims"]
         self._full: HeteroData | None = None
         self._flat = None
+        self._user_weight: Tensor | None = None  # per-user weight of the ials unobserved term (on_fit_start)
         self.last_eval: dict[str, dict] = {}
 
     # ---------------------------------------------------------------- graph
@@ -274,15 +278,16 @@ class KGRecModule(L.LightningModule):
         dm = self._datamodule()
         self.check_graph(dm.graph_info)
         self.check_fanouts(dm)
-        users, items = dm.train_edges()
-        self.model.set_id_mask("user", torch.bincount(users, minlength=dm.graph.num_users) > 0)
+        users, items = dm.train_edges()  # TRAIN edges only: the degrees below never see valid / test
+        user_degree = torch.bincount(users, minlength=dm.graph.num_users)
+        self.model.set_id_mask("user", user_degree > 0)
         self.model.set_id_mask("item", torch.bincount(items, minlength=dm.graph.num_items) > 0)
         self.model.set_full_graph(dm.graph.data)
         self._full = self._full_pool = None
         self._user_weight = None
         power = self.hparams.unobserved_user_power
         if self.hparams.loss == "ials" and power:
-            degree = torch.bincount(users, minlength=dm.graph.num_users).double()
+            degree = user_degree.double()
             weight = degree.clamp(min=1).pow(-power)
             self._user_weight = (weight * len(users) / (degree * weight).sum()).float().to(self.device)
 
@@ -352,7 +357,7 @@ class KGRecModule(L.LightningModule):
         out = self.model(data, flat, cold_view=self.cold_view, inputs=h0)
         pool = self._negative_pool(data)
         user_weight = None
-        if getattr(self, "_user_weight", None) is not None:
+        if self._user_weight is not None:
             global_users = data["user"].n_id[users] if "n_id" in data["user"] else users
             user_weight = self._user_weight.to(users.device)[global_users]
         loss = rank = self._ranking_loss(out, users, items, pool=pool, user_weight=user_weight)

@@ -69,6 +69,9 @@ class KGRec(BaseRecommender):
         cold_detach: The cold-view loss trains the item text projection only, not the id
             embeddings and tag / entity states (``kgrec-colddetach``; off by default, see
             :class:`~kgrec.nn.KGRecModel`).
+        warm_text: Warm users and items add their projected text to their id embedding
+            (``False``: text places cold ones only; ``kgrec-coldtext``, see
+            :class:`~kgrec.nn.KGRecModel`).
         negative_items: ``all`` or ``trained`` (only items with a training interaction serve
             as negatives; see :class:`~kgrec.lightning.KGRecModule`).
         score_fn: ``dot`` or ``cosine`` scores.
