@@ -26,6 +26,9 @@ __all__ = ["markdown_table", "seed_summary", "write_plots", "write_report"]
 
 _COLUMNS = ("recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50", "hit@20", "precision@20", "mrr")
 
+_VALID_NOTE = ("rows run with --valid; train items excluded; the metric to tune by. "
+               "Models that early-stop on it have seen it")
+
 
 def _groups(rows: Sequence[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -48,8 +51,11 @@ def markdown_table(rows: Sequence[dict], key: str = "metrics") -> str:
     return "\n".join(lines)
 
 
-def seed_summary(rows: Sequence[dict], metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> str:
-    """Mean ± sample standard deviation over seeds, a line per model (rows of one dataset and split)."""
+def seed_summary(rows: Sequence[dict], metrics: Sequence[str] = ("recall@20", "ndcg@20"), key: str = "metrics") -> str:
+    """Mean ± sample standard deviation over seeds, a line per model (rows of one dataset and split).
+
+    ``key`` picks the row's metrics: ``"metrics"`` (test) or ``"valid"`` (rows run with ``--valid``).
+    """
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_model[r["model"]].append(r)
@@ -58,7 +64,7 @@ def seed_summary(rows: Sequence[dict], metrics: Sequence[str] = ("recall@20", "n
     for model, group in by_model.items():
         cells = [model, ", ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))]
         for m in metrics:
-            values = [r["metrics"][m] for r in group if m in r["metrics"]]
+            values = [r[key][m] for r in group if m in (r.get(key) or {})]
             spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
             cells.append(f"{statistics.fmean(values):.4f}{spread}" if values else "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -132,6 +138,10 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
             parts += [f"## {dataset} · {split} split · mean over seeds (test)", "",
                       "Mean ± standard deviation over the seeds each model ran with (split and model seed).", "",
                       seed_summary(group), ""]
+            with_valid = [r for r in group if r.get("valid")]
+            if len({r["seed"] for r in with_valid}) > 1:
+                parts += [f"Validation, mean over seeds ({_VALID_NOTE}):", "",
+                          seed_summary(with_valid, key="valid"), ""]
     for (dataset, split, seed), group in _groups(rows).items():
         first = group[0]
         parts += [f"## {dataset} · {split} split · seed {seed}", "",
@@ -141,6 +151,9 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
         if any(r.get("cold") for r in group):
             parts += [f"Strict cold start (ranking only the cold items; {first.get('cold_num_users')} users):", "",
                       markdown_table([r for r in group if r.get("cold")], key="cold"), ""]
+        if any(r.get("valid") for r in group):
+            parts += [f"Validation ({_VALID_NOTE}; eval s is the test evaluation):", "",
+                      markdown_table([r for r in group if r.get("valid")], key="valid"), ""]
     path = out / "results.md"
     write_atomic(path, "\n".join(parts))
     if plots and rows:

@@ -7,7 +7,9 @@ Command line (DESIGN.md, "Benchmarks")::
     python -m benchmarks.run --suite benchmarks/suites/ml100k.yaml --out DIR
 
 writes ``DIR/results.json`` (one row per model x split x seed), ``DIR/results.md``,
-PNG plots and ``DIR/COMMAND.txt`` (the command line that produced them).
+PNG plots and ``DIR/COMMAND.txt`` (the command line that produced them). ``--valid`` adds
+each model's validation metrics to its row and a validation table to the report: the
+numbers to choose settings and defaults by, so that choice never reads the test set.
 
 Model names resolve by importing classes, never through a hand-written table: every
 recommender class in the ``__all__`` of a module listed in :data:`MODEL_MODULES` is
@@ -188,6 +190,7 @@ def run(
     command: str | None = None,
     plots: bool = True,
     append: bool = False,
+    valid: bool = False,
 ) -> list[dict]:
     """Run every model on every split and seed; write results under ``out``; return the rows.
 
@@ -207,6 +210,11 @@ def run(
         plots: Write PNG plots.
         append: Keep the rows already in ``out/results.json`` (a row with the same model,
             dataset, split and seed is replaced) and add the command to ``COMMAND.txt``.
+        valid: Also score every model on the validation interactions (train items excluded)
+            and store them as the row's ``valid`` metrics: the numbers to choose settings by,
+            so model selection never looks at test. Models that early-stop on valid
+            (kgrec, BPR-MF, LightGCN) have seen that metric, so compare their valid numbers
+            with one another, not with models that have not.
     """
     from benchmarks.report import write_report
     from kgrec.data import load_dataset
@@ -243,6 +251,9 @@ def run(
     for strategy in splits:
         for seed in seeds:
             split = split_dataset(dataset, strategy, seed=seed)
+            if valid and len(split.valid) == 0:
+                raise ConfigError(f"--valid: the {split.strategy!r} split of {data!r} has no validation "
+                                  "interactions to score; give a valid file or drop --valid.")
             vocabs = build_vocabs(dataset)
             text = None
             if any(_needs_text(k, a) for _, k, a in specs):
@@ -267,6 +278,7 @@ def run(
                     cold = None
                     if split.cold_items:
                         cold = evaluate(model, split, graph, on="test", ks=ks, cold_only=True)
+                    on_valid = evaluate(model, split, graph, on="valid", ks=ks) if valid else None
                 eval_s = result.seconds + (cold.seconds if cold else 0.0)
                 config = {"class_path": f"{klass.__module__}.{klass.__qualname__}",
                           "init_args": _jsonable(model.get_params())}
@@ -277,6 +289,7 @@ def run(
                     "seed": seed,
                     "metrics": result.metrics,
                     "cold": cold.metrics if cold else None,
+                    "valid": on_valid.metrics if on_valid else None,
                     "train_seconds": round(train_s, 3),
                     "eval_seconds": round(eval_s, 3),
                     "peak_memory_mb": mem.mib,
@@ -294,8 +307,9 @@ def run(
                     "command": command,
                 }
                 rows.append(row)
+                shown = f" valid ndcg@20={on_valid.metrics['ndcg@20']:.4f}" if on_valid else ""
                 print(f"[benchmarks]   recall@20={result.metrics.get('recall@20', float('nan')):.4f} "
-                      f"ndcg@20={result.metrics.get('ndcg@20', float('nan')):.4f} "
+                      f"ndcg@20={result.metrics.get('ndcg@20', float('nan')):.4f}{shown} "
                       f"train={train_s:.1f}s eval={eval_s:.1f}s", flush=True)
                 write_atomic(out / "results.json", json.dumps(merged(), indent=2) + "\n")
     write_report(merged(), out, plots=plots)
@@ -315,6 +329,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--append", action="store_true",
                         help="keep rows already in OUT/results.json (same model/split/seed rows are replaced)")
+    parser.add_argument("--valid", action="store_true",
+                        help="also score every model on the validation interactions (the metric to tune by)")
     return parser.parse_args(argv)
 
 
@@ -349,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data, models, args.out, splits=splits, seeds=seeds,
             device=args.device or suite.get("device", "cpu"), settings=settings,
             ks=tuple(suite.get("ks", (10, 20, 50))), threads=args.threads or suite.get("threads"),
-            command=command, plots=not args.no_plots, append=args.append,
+            command=command, plots=not args.no_plots, append=args.append, valid=args.valid,
         )
     except KGRecError as exc:
         print(f"error: {exc}", file=sys.stderr)

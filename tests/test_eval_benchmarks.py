@@ -168,3 +168,53 @@ def test_eval_speed_ranks_like_the_naive_peer_and_records_its_commit(tmp_path):
     assert report["items"] < 50 and report["kgrec_recall@20"] == pytest.approx(report["peer_recall@20"], abs=1e-12)
     assert report["kgrec_users_per_s"] > 0 and report["ratio_kgrec_over_peer"] > 0 and report["git_sha"]
     assert f"(git {report['git_sha']})" in (tmp_path / "eval_speed.md").read_text()
+
+
+def test_valid_option_scores_the_validation_interactions(tmp_path):
+    from kgrec.baselines import MostPop
+    from kgrec.data import make_synthetic
+    from kgrec.eval import evaluate
+    from kgrec.graph import build_graph
+    from kgrec.split import split_dataset
+
+    out = tmp_path / "v"
+    assert main(["--data", "synthetic", "--models", "mostpop", "--seed", "1,2", "--out", str(out),
+                 "--no-plots", "--valid"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    split = split_dataset(make_synthetic(), "random", seed=1)
+    graph = build_graph(make_synthetic(), split)
+    model = MostPop().fit(split, graph)
+    expected = evaluate(model, split, graph, on="valid").metrics
+    row = next(r for r in rows if r["seed"] == 1)
+    assert row["valid"] == pytest.approx(expected)
+    assert row["valid"] != row["metrics"]
+    text = (out / "results.md").read_text()
+    assert "Validation, mean over seeds" in text and text.count("Validation (rows run with --valid") == 2
+    mean = statistics.fmean(r["valid"]["ndcg@20"] for r in rows)
+    summary = text.split("Validation, mean over seeds")[1]
+    assert f"{mean:.4f} ±" in summary.splitlines()[4]
+    # without the option there is no valid block
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path / "t"), "--no-plots"]) == 0
+    assert json.loads((tmp_path / "t" / "results.json").read_text())[0]["valid"] is None
+    assert "Validation" not in (tmp_path / "t" / "results.md").read_text()
+
+
+def test_valid_option_refuses_a_split_without_validation_interactions(tmp_path, monkeypatch, capsys):
+    # the readers refuse an empty valid file, so empty out the split's valid part directly
+    import dataclasses
+
+    import kgrec.split
+
+    real = kgrec.split.split_dataset
+
+    def without_valid(*args, **kwargs):
+        split = real(*args, **kwargs)
+        return dataclasses.replace(split, valid=split.valid.iloc[:0])
+
+    monkeypatch.setattr(kgrec.split, "split_dataset", without_valid)
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path / "o"), "--valid"]) == 2
+    err = capsys.readouterr().err
+    assert "--valid: the 'random' split of 'synthetic' has no validation interactions" in err
+    assert not (tmp_path / "o" / "results.json").exists()
+    # the same split without --valid runs
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path / "o"), "--no-plots"]) == 0
