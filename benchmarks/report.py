@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--merge", nargs="*", default=[], help="result directories to merge into DIR")
     parser.add_argument("--drop", nargs="*", default=[], metavar="MODEL",
                         help="remove the rows of these models from DIR/results.json")
+    parser.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
+                        help="relabel a model's rows (e.g. when a default changed: kgrec=kgrec-nopow); "
+                             "their config still records what ran")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.dir)
@@ -197,11 +200,29 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{', '.join(sorted({r['model'] for r in rows}))}.", file=sys.stderr)
         return 2
     rows = [r for r in rows if r["model"] not in set(args.drop)]
-    if args.merge or args.drop:
+    for pair in args.rename:
+        old, sep, new = pair.partition("=")
+        present = {r["model"] for r in rows}
+        if not sep or not old or not new:
+            print(f"error: --rename {pair!r}: expected OLD=NEW, e.g. kgrec=kgrec-nopow.", file=sys.stderr)
+            return 2
+        if old not in present:
+            print(f"error: --rename {pair}: no model {old!r} in {path}; it has {', '.join(sorted(present))}.",
+                  file=sys.stderr)
+            return 2
+        if new in present:
+            print(f"error: --rename {pair}: {path} already has rows named {new!r}; --drop them first.",
+                  file=sys.stderr)
+            return 2
+        for r in rows:
+            if r["model"] == old:
+                r["model"] = new
+    if args.merge or args.drop or args.rename:
         write_atomic(path, json.dumps(rows, indent=2) + "\n")
         cmd = ["python -m benchmarks.report", args.dir]
         cmd += ["--merge", *args.merge] if args.merge else []
         cmd += ["--drop", *args.drop] if args.drop else []
+        cmd += ["--rename", *args.rename] if args.rename else []
         write_atomic(out / "COMMAND.txt", commands + " ".join(cmd) + "\n")
     print(write_report(rows, out, plots=not args.no_plots))
     return 0

@@ -218,3 +218,24 @@ def test_valid_option_refuses_a_split_without_validation_interactions(tmp_path, 
     assert not (tmp_path / "o" / "results.json").exists()
     # the same split without --valid runs
     assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path / "o"), "--no-plots"]) == 0
+
+
+def test_report_renames_a_models_rows(tmp_path, capsys):
+    from benchmarks.report import main as report_main
+
+    out = tmp_path / "r"
+    assert main(["--data", "synthetic", "--models", "mostpop,itemknn", "--out", str(out), "--no-plots"]) == 0
+    before = {r["model"]: r for r in json.loads((out / "results.json").read_text())}
+    assert report_main([str(out), "--rename", "mostpop=mostpop-old", "--no-plots"]) == 0
+    after = {r["model"]: r for r in json.loads((out / "results.json").read_text())}
+    assert sorted(after) == ["itemknn", "mostpop-old"]
+    assert after["mostpop-old"]["metrics"] == before["mostpop"]["metrics"]
+    assert after["mostpop-old"]["config"] == before["mostpop"]["config"]
+    assert "| mostpop-old |" in (out / "results.md").read_text()
+    assert (out / "COMMAND.txt").read_text().splitlines()[-1].endswith("--rename mostpop=mostpop-old")
+    # a bad pair, a missing model and a name already taken are refused, the file untouched
+    for bad, message in (("mostpop", "expected OLD=NEW"), ("nope=x", "no model 'nope'"),
+                         ("itemknn=mostpop-old", "already has rows named 'mostpop-old'")):
+        assert report_main([str(out), "--rename", bad, "--no-plots"]) == 2
+        assert message in capsys.readouterr().err
+    assert {r["model"] for r in json.loads((out / "results.json").read_text())} == {"itemknn", "mostpop-old"}
