@@ -79,12 +79,14 @@ class KGRecModule(L.LightningModule):
         unobserved_user_power: ``ials`` only: each training edge's unobserved term is weighted
             by its user's training degree to the power ``-unobserved_user_power``, normalised to
             mean 1 over the edges. 0: every edge alike, so a user's unobserved pairs weigh in
-            proportion to their interactions; 1: every user alike, as in iALS. 0.5 by default
-            (0 before 2026-12-02; ``kgrec-nopow`` in the benchmarks). Chosen on ml-100k valid
-            NDCG@20 (0 -> 0.5): temporal seeds 2026-2028 0.1593 -> 0.1607, 0.1589 -> 0.1625,
-            0.1591 -> 0.1602; random seed 2026 0.3021 -> 0.3041; it costs cold items:
-            cold_item 0.2984 -> 0.2958, strict cold-start Recall@20 (test) 0.2915 -> 0.2724,
-            still 1.9x TextKNN. Power 1 fell on both warm splits (temporal 0.1488, random 0.1778).
+            proportion to their interactions; 1: every user alike, as in iALS. 0 by default.
+            Measured on ml-100k (valid NDCG@20, 0 -> 0.5): temporal seeds 2026-2028 0.1593 ->
+            0.1607, 0.1589 -> 0.1625, 0.1591 -> 0.1602; random seed 2026 0.3021 -> 0.3041;
+            cold_item 0.2984 -> 0.2958 with strict cold-start Recall@20 (test) 0.2915 -> 0.2724
+            (test rows: ``kgrec-upow`` in the ml-100k benchmark results). Power 1 fell on
+            both warm splits (temporal 0.1488, random 0.1778). On ml-1m (its suite settings,
+            lr 0.01, batch 16,384) 0.5 stalls near popularity: valid NDCG@20 peaks at 0.139
+            (epoch 7), test 0.1473 / 0.1609 against 0.3039 / 0.3126 at 0, so 0 stays the default.
         in_batch_negatives: Softmax loss also uses the batch's other positives as
             negatives (popularity-biased; see :func:`kgrec.nn.sampled_softmax_loss`).
         align_weight: Weight of the text–graph alignment loss (0 disables it). Off by default:
@@ -164,7 +166,7 @@ class KGRecModule(L.LightningModule):
         temperature: float = 1.0,
         num_negatives: int = 1024,
         unobserved_weight: float = 20.0,
-        unobserved_user_power: float = 0.5,
+        unobserved_user_power: float = 0.0,
         in_batch_negatives: bool = False,
         align_weight: float = 0.0,
         align_temperature: float = 0.2,

@@ -81,7 +81,7 @@ class KGRec(BaseRecommender):
         num_negatives: Sampled negatives per batch.
         unobserved_weight: Weight of the unobserved pairs (``ials`` loss).
         unobserved_user_power: The unobserved term of each training edge weighted by its user's
-            degree to this negative power (``ials``; 0.5; see :class:`~kgrec.lightning.KGRecModule`).
+            degree to this negative power (``ials``; see :class:`~kgrec.lightning.KGRecModule`).
         lr: Adam learning rate.
         weight_decay: L2 penalty on the batch's input embeddings.
         batch_size: Supervision edges per step.
@@ -112,9 +112,8 @@ class KGRec(BaseRecommender):
         "kgrec-colddetach": {"cold_detach": True},
         # warm users and items rank by their id embeddings alone; text places cold ones only
         "kgrec-coldtext": {"warm_text": False},
-        # every edge's iALS unobserved term alike (the default before 2026-12-02), not by the
-        # user's degree^-0.5
-        "kgrec-nopow": {"unobserved_user_power": 0.0},
+        # the iALS unobserved term weighted by each user's degree^-0.5 (default: every edge alike)
+        "kgrec-upow": {"unobserved_user_power": 0.5},
         # the sampled-softmax loss (the default before ials) with its own best regularisation
         "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5,
                           "align_weight": 0.1},
@@ -144,7 +143,7 @@ class KGRec(BaseRecommender):
         temperature: float = 1.0,
         num_negatives: int = 1024,
         unobserved_weight: float = 20.0,
-        unobserved_user_power: float = 0.5,
+        unobserved_user_power: float = 0.0,
         lr: float = 5e-3,
         weight_decay: float = 0.01,
         batch_size: int = 1024,
