@@ -85,8 +85,10 @@ class KGRecModule(L.LightningModule):
             cold_item 0.2984 -> 0.2958 with strict cold-start Recall@20 (test) 0.2915 -> 0.2724
             (test rows: ``kgrec-upow`` in the ml-100k benchmark results). Power 1 fell on
             both warm splits (temporal 0.1488, random 0.1778). On ml-1m (its suite settings,
-            lr 0.01, batch 16,384) 0.5 stalls near popularity: valid NDCG@20 peaks at 0.139
-            (epoch 7), test 0.1473 / 0.1609 against 0.3039 / 0.3126 at 0, so 0 stays the default.
+            lr 0.01, batch 16,384) 0.5 trains unstably: valid NDCG@20 peaks at 0.139 in epoch 7
+            and falls (test 0.1473 / 0.1609); with patience 20 it climbs noisily to valid 0.2505,
+            test 0.2918 / 0.3022, against valid 0.2588, test 0.3039 / 0.3126 at 0. So 0 stays
+            the default.
         in_batch_negatives: Softmax loss also uses the batch's other positives as
             negatives (popularity-biased; see :func:`kgrec.nn.sampled_softmax_loss`).
         align_weight: Weight of the text–graph alignment loss (0 disables it). Off by default:
