@@ -11,7 +11,7 @@ from torch_geometric.data import HeteroData
 
 from kgrec.data import make_synthetic
 from kgrec.errors import ConfigError, DataError
-from kgrec.graph import build_graph, build_vocabs
+from kgrec.graph import INTERACTS, build_graph, build_vocabs
 from kgrec.lightning import KGRecDataModule, KGRecModule
 from kgrec.models import KGRec
 from kgrec.nn import KGRecModel, alignment_loss, gramian_loss, sampled_softmax_loss
@@ -150,6 +150,8 @@ def test_unobserved_user_power_weights_each_user_by_its_degree(synthetic_graph, 
     dm.setup("fit")
     with pytest.raises(ConfigError, match="'unobserved_user_power' parameter must be >= 0; got -0.5"):
         KGRecModule(dm.graph_info, unobserved_user_power=-0.5)
+    with pytest.raises(ConfigError, match="'unobserved_user_power' parameter must be >= 0; got nan"):
+        KGRecModule(dm.graph_info, unobserved_user_power=float("nan"))
     users, _ = dm.train_edges()
     degree = torch.bincount(users, minlength=synthetic_graph.num_users).float()
     weights = {}
@@ -167,6 +169,39 @@ def test_unobserved_user_power_weights_each_user_by_its_degree(synthetic_graph, 
         total = degree[seen] * w[seen]
         expected = degree[seen].pow(1 - power)
         assert torch.allclose(total / total.sum(), expected / expected.sum(), rtol=1e-4)
+
+
+def test_unobserved_user_weights_follow_global_user_ids_in_a_sampled_batch(synthetic, synthetic_split, monkeypatch):
+    import dataclasses
+
+    # every synthetic user has the same degree; thin some users' training rows so weights differ
+    train = synthetic_split.train
+    thinned = train[~train["user"].isin(train["user"].unique()[::2]) | (train.groupby("user").cumcount() < 3)]
+    split = dataclasses.replace(synthetic_split, train=thinned)
+    graph = build_graph(synthetic, split)
+    dm = KGRecDataModule.from_graph(graph, split, sampling="neighbor", num_neighbors=[1, 1], batch_size=16)
+    dm.setup("fit")
+    module = KGRecModule(dm.graph_info, hidden_channels=8, unobserved_user_power=0.5, cold_weight=0.0)
+    monkeypatch.setattr(module, "_datamodule", lambda: dm)
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    module.on_fit_start()
+    seen = []
+    real = module._ranking_loss
+    monkeypatch.setattr(module, "_ranking_loss",
+                        lambda *a, user_weight=None, **k: seen.append(user_weight) or real(*a, **k))
+    batch = next(iter(dm.train_dataloader()))
+    module.training_step(batch, 0)
+    # the batch's users are local to the subgraph; their weights are those of their global ids
+    users, _ = dm.train_edges()
+    degree = torch.bincount(users, minlength=graph.num_users).double()
+    assert len(degree.unique()) > 1
+    expected = degree.clamp(min=1).pow(-0.5)
+    expected = expected * len(users) / (degree * expected).sum()
+    local_users = batch[INTERACTS].edge_label_index[0]
+    global_users = batch["user"].n_id[local_users]
+    # a subgraph, so the two numberings differ, and so do the weights they would pick
+    assert not torch.allclose(expected[global_users], expected[local_users])
+    assert torch.allclose(seen[0], expected[global_users].float())
 
 
 def test_weight_decay_penalises_each_batch_edge_s_user_and_item_inputs(synthetic_graph, synthetic_split, monkeypatch):

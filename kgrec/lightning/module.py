@@ -363,7 +363,7 @@ class KGRecModule(L.LightningModule):
         user_weight = None
         if self._user_weight is not None:
             global_users = data["user"].n_id[users] if "n_id" in data["user"] else users
-            user_weight = self._user_weight.to(users.device)[global_users]
+            user_weight = self._user_weight[global_users]  # on the module's device since on_fit_start
         loss = rank = self._ranking_loss(out, users, items, pool=pool, user_weight=user_weight)
         self.log("train/rank_loss", rank, prog_bar=False, batch_size=len(users))
         if self.cold_view:
