@@ -513,7 +513,11 @@ def test_cli_fit_then_test_round_trip(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "lightning_logs" / "version_0"
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
     assert main(["test", "--config", str(CONFIG), "--ckpt_path", str(run / "checkpoints" / "best.ckpt")]) == 0
-    metrics = json.loads(next((tmp_path / "runs").rglob("test_metrics.json")).read_text())
+    # written in the test run's own directory and beside the checkpoint's training run
+    written = sorted((tmp_path / "runs").rglob("test_metrics.json"))
+    assert written == [run / "test_metrics.json", run.parent / "version_1" / "test_metrics.json"]
+    metrics = json.loads(written[0].read_text())
+    assert metrics == json.loads(written[1].read_text())
     assert 0.0 <= metrics["ndcg@20"] <= 1.0 and metrics["recall@20"] > 0
 
 

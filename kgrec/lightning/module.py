@@ -80,15 +80,15 @@ class KGRecModule(L.LightningModule):
             by its user's training degree to the power ``-unobserved_user_power``, normalised to
             mean 1 over the edges. 0: every edge alike, so a user's unobserved pairs weigh in
             proportion to their interactions; 1: every user alike, as in iALS. 0 by default.
-            Measured on ml-100k (valid NDCG@20, 0 -> 0.5): temporal seeds 2026-2028 0.1593 ->
-            0.1607, 0.1589 -> 0.1625, 0.1591 -> 0.1602; random seed 2026 0.3021 -> 0.3041;
-            cold_item 0.2984 -> 0.2958 with strict cold-start Recall@20 (test) 0.2915 -> 0.2724
-            (test rows: ``kgrec-upow`` in the ml-100k benchmark results). Power 1 fell on
-            both warm splits (temporal 0.1488, random 0.1778). On ml-1m (its suite settings,
-            lr 0.01, batch 16,384) 0.5 trains unstably: valid NDCG@20 peaks at 0.139 in epoch 7
-            and falls (test 0.1473 / 0.1609); with patience 20 it climbs noisily to valid 0.2505,
-            test 0.2918 / 0.3022, against valid 0.2588, test 0.3039 / 0.3126 at 0. So 0 stays
-            the default.
+            Measured on ml-100k (valid NDCG@20, seed 2026, 0 -> 0.5; test rows: ``kgrec-upow``
+            in the ml-100k benchmark results): random 0.3029 -> 0.3055, temporal 0.1603 ->
+            0.1624, but cold_item 0.2991 -> 0.2873 with strict cold-start Recall@20 (test)
+            0.2793 -> 0.2548. On ml-1m (its suite settings, lr 0.01, batch 16,384) 0.5 trains
+            unstably: valid NDCG@20 falls after the first epochs and early stopping ends it
+            (valid 0.1676, test 0.1819 / 0.1969 against valid 0.2606, test 0.3064 / 0.3147 at
+            0); before ``cold_detach`` was the default, waiting longer (patience 20) recovered
+            it noisily to test 0.2918 / 0.3022, still below 0. Power 1 fell on both warm splits
+            (temporal valid 0.1488, random 0.1778). So 0 stays the default.
         in_batch_negatives: Softmax loss also uses the batch's other positives as
             negatives (popularity-biased; see :func:`kgrec.nn.sampled_softmax_loss`).
         align_weight: Weight of the text–graph alignment loss (0 disables it). Off by default:
@@ -130,9 +130,9 @@ class KGRecModule(L.LightningModule):
             fell 0.309, 0.306, 0.303.
         cold_detach: The cold-view loss trains the item text projection only, not the id
             embeddings and tag / entity states the warm ranking shares with it (see
-            :class:`kgrec.nn.KGRecModel`; ``kgrec-colddetach``). Off by default: switching it
-            on gained warm accuracy on ml-100k's temporal split and lost strict cold-start
-            accuracy.
+            :class:`kgrec.nn.KGRecModel`). On by default: it gained valid accuracy on every
+            ml-100k split and on ml-1m, for some strict cold-start accuracy (``kgrec-nodetach``
+            switches it off).
         warm_text: Users and items with a trained id embedding add their projected text to it
             (``False``: text places only those without one; see :class:`kgrec.nn.KGRecModel`,
             ``kgrec-coldtext``). On by default: without it strict cold-start accuracy fell.
@@ -182,7 +182,7 @@ class KGRecModule(L.LightningModule):
         learn_relation_weights: bool = False,
         cold_weight: float = 1.0,
         negative_items: Literal["all", "trained"] = "trained",
-        cold_detach: bool = False,
+        cold_detach: bool = True,
         warm_text: bool = True,
         eval_ks: tuple[int, ...] = (10, 20, 50),
         val_max_users: Optional[int] = None,
@@ -426,9 +426,20 @@ class KGRecModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         metrics = self._evaluate("test")
-        log_dir = self.trainer.log_dir if self._trainer is not None else None
-        if log_dir and self.trainer.is_global_zero:
-            _write_json(Path(log_dir) / "test_metrics.json", {k: float(v) for k, v in metrics.items()})
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        payload = {k: float(v) for k, v in metrics.items()}
+        targets = [Path(self.trainer.log_dir)] if self.trainer.log_dir else []
+        # `kgrec test --ckpt_path <run>/checkpoints/best.ckpt` runs in a new logger version; the
+        # metrics also go beside the run that trained the checkpoint, where a user looks for them
+        ckpt = self.trainer.ckpt_path
+        if ckpt and Path(ckpt).parent.name == "checkpoints":
+            trained_run = Path(ckpt).resolve().parent.parent
+            if all(trained_run != t.resolve() for t in targets):
+                targets.append(trained_run)
+        for directory in targets:
+            _write_json(directory / "test_metrics.json", payload)
+            log.info("test metrics written to %s", directory / "test_metrics.json")
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         return {k: v.cpu() for k, v in self.embeddings().items()}

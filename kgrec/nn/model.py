@@ -60,18 +60,19 @@ class KGRecModel(nn.Module):
         cold_detach: The cold view (``forward(cold_view=True)``) reads the warm graph's layer
             states and the items' own inputs without gradient, so a loss on it trains the
             item text projection only, not the id embeddings and tag / entity states the warm
-            ranking uses; ``False`` (the default) lets it train them all. A trade-off, measured
-            on ml-100k (seed 2026, ``cold_weight`` 1; the ``kgrec-colddetach`` benchmark
-            rows): valid NDCG@20 random 0.3021 -> 0.3029, temporal 0.1593 -> 0.1603,
-            cold_item 0.2984 -> 0.2991, but strict cold-start Recall@20 (test) 0.2915 -> 0.2793.
+            ranking uses (the default); ``False`` lets it train them all. A trade-off, measured
+            on ml-100k (seed 2026, ``cold_weight`` 1; ``kgrec`` against the ``kgrec-nodetach``
+            benchmark rows): valid NDCG@20 random 0.3021 -> 0.3029, temporal 0.1593 -> 0.1603,
+            cold_item 0.2984 -> 0.2991, ml-1m 0.2588 -> 0.2606, at the cost of strict
+            cold-start Recall@20 (test) 0.2915 -> 0.2793 (still 1.94x TextKNN's).
         warm_text: A user or item with a trained id embedding adds its projected text to it
             (``True``); ``False``: it uses the id embedding alone, and text places only the
             users and items without one (cold ones, and the cold view). Tags and entities
             always add their text. ``True`` by default: on ml-100k (seed 2026, the
-            ``kgrec-coldtext`` benchmark rows) text on warm items changes little on them (valid
-            NDCG@20 random 0.3021 with it / 0.3026 without, temporal 0.1593 / 0.1575, cold_item
-            0.2984 / 0.2903), but training it in the same space as the ids places cold items:
-            strict cold-start Recall@20 (test) 0.2915 with it, 0.2471 without.
+            ``kgrec-coldtext`` benchmark rows) warm items do slightly better without it (valid
+            NDCG@20 random 0.3029 with it / 0.3040 without, temporal 0.1603 / 0.1624), but
+            training text in the same space as the ids is what places cold items: cold_item
+            valid 0.2991 / 0.2915, strict cold-start Recall@20 (test) 0.2793 / 0.2330.
 
     Shapes:
         :meth:`forward` returns ``{node_type: (num_nodes_in_data, hidden_channels)}``.
@@ -93,7 +94,7 @@ class KGRecModel(nn.Module):
         side_weight: float = 1.0,
         id_dropout: float = 0.0,
         learn_relation_weights: bool = False,
-        cold_detach: bool = False,
+        cold_detach: bool = True,
         warm_text: bool = True,
     ) -> None:
         super().__init__()
