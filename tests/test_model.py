@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -505,7 +506,7 @@ def test_missing_dataset_path_is_named(tmp_path):
 
 
 # --------------------------------------------------------------------- CLI
-def test_cli_fit_then_test_round_trip(tmp_path, monkeypatch):
+def test_cli_fit_then_test_round_trip(tmp_path, monkeypatch, caplog):
     from kgrec.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -519,6 +520,24 @@ def test_cli_fit_then_test_round_trip(tmp_path, monkeypatch):
     metrics = json.loads(written[0].read_text())
     assert metrics == json.loads(written[1].read_text())
     assert 0.0 <= metrics["ndcg@20"] <= 1.0 and metrics["recall@20"] > 0
+
+    # a trained run that cannot be written to (a read-only archive) costs a warning, not the result
+    import kgrec.lightning.module as module_mod
+
+    real_write = module_mod._write_json
+
+    def refuse_trained_run(path, payload):
+        if path.parent == run:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_write(path, payload)
+
+    monkeypatch.setattr(module_mod, "_write_json", refuse_trained_run)
+    (run / "test_metrics.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="kgrec"):
+        assert main(["test", "--config", str(CONFIG), "--ckpt_path", str(run / "checkpoints" / "best.ckpt")]) == 0
+    assert json.loads((run.parent / "version_2" / "test_metrics.json").read_text()) == metrics
+    assert not (run / "test_metrics.json").exists()
+    assert "could not write test metrics beside the checkpoint's run" in caplog.text and "Permission denied" in caplog.text
 
 
 def test_cli_config_errors_are_clear(tmp_path, monkeypatch, capsys):

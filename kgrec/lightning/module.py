@@ -432,13 +432,21 @@ class KGRecModule(L.LightningModule):
         targets = [Path(self.trainer.log_dir)] if self.trainer.log_dir else []
         # `kgrec test --ckpt_path <run>/checkpoints/best.ckpt` runs in a new logger version; the
         # metrics also go beside the run that trained the checkpoint, where a user looks for them
+        trained_run = None
         ckpt = self.trainer.ckpt_path
         if ckpt and Path(ckpt).parent.name == "checkpoints":
             trained_run = Path(ckpt).resolve().parent.parent
             if all(trained_run != t.resolve() for t in targets):
                 targets.append(trained_run)
         for directory in targets:
-            _write_json(directory / "test_metrics.json", payload)
+            try:
+                _write_json(directory / "test_metrics.json", payload)
+            except OSError as err:
+                if directory != trained_run:
+                    raise
+                # a read-only archive of a trained run must not cost the test run its result
+                log.warning("could not write test metrics beside the checkpoint's run (%s): %s", directory, err)
+                continue
             log.info("test metrics written to %s", directory / "test_metrics.json")
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
