@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from benchmarks.run import known_models, main, resolve_model, run
+from benchmarks.run import _model_specs, known_models, main, resolve_model, run
 from kgrec.baselines import BPRMF, ItemKNN
 from kgrec.errors import ConfigError
 
@@ -240,3 +241,17 @@ def test_report_renames_a_models_rows(tmp_path, capsys):
         assert report_main([str(out), "--rename", bad, "--no-plots"]) == 2
         assert message in capsys.readouterr().err
     assert {r["model"] for r in json.loads((out / "results.json").read_text())} == {"itemknn", "mostpop-old"}
+
+
+@pytest.mark.parametrize("suite", sorted((Path(__file__).parents[1] / "benchmarks" / "suites").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_committed_suites_name_models_that_resolve_and_construct(suite):
+    """A typo in a committed suite (a model name, a class path, an init arg) fails here, not
+    an hour into a benchmark run."""
+    settings = yaml.safe_load(suite.read_text())["models"]
+    specs = _model_specs(list(settings), settings)
+    assert [name for name, _, _ in specs] == list(settings)
+    for name, klass, args in specs:
+        model = klass(**args)
+        for key, value in args.items():
+            assert getattr(model, key) == value, (suite.name, name, key)
