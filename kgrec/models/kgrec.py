@@ -60,7 +60,9 @@ class KGRec(BaseRecommender):
             ``kgrec-align`` uses 0.1; see :class:`~kgrec.lightning.KGRecModule`).
         align_max_nodes: Most distinct nodes per type the alignment loss contrasts in a step
             (a random subset above it; see :class:`~kgrec.lightning.KGRecModule`).
-        dropout: Dropout on the input embeddings (the main regulariser on ml-100k).
+        dropout: Dropout on the input embeddings (0 by default: with the ``ials`` loss
+            ``weight_decay`` regularises, and 0.1 is level on ml-100k valid; ``kgrec-softmax``
+            uses 0.2).
         side_weight: Share of tag/attribute/KG messages relative to user–item messages
             (see :func:`kgrec.nn.flatten_graph`).
         learn_relation_weights: Learn a weight per KG relation (off: every relation counts 1).
@@ -83,7 +85,9 @@ class KGRec(BaseRecommender):
         unobserved_user_power: The unobserved term of each training edge weighted by its user's
             degree to this negative power (``ials``; see :class:`~kgrec.lightning.KGRecModule`).
         lr: Adam learning rate.
-        weight_decay: L2 penalty on the batch's input embeddings.
+        weight_decay: L2 penalty on the batch's input embeddings (the regulariser of the
+            ``ials`` loss; 0.003 and 0.03 are both behind 0.01 on ml-100k valid, see
+            ``benchmarks/suites/ml100k_sweep.yaml``).
         batch_size: Supervision edges per step.
         max_epochs: Epoch cap.
         patience: Early-stopping patience (validations without improvement).
