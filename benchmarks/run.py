@@ -70,8 +70,13 @@ def known_models() -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def _import_class(path: str) -> type:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"a model class path must be a dotted name such as kgrec.models.KGRec; got {path!r}.")
     module_name, _, attr = path.replace(":", ".").rpartition(".")
-    klass = getattr(importlib.import_module(module_name), attr)
+    try:
+        klass = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot import model class {path!r}: {exc}") from exc
     if not (isinstance(klass, type) and issubclass(klass, BaseRecommender)):
         raise ConfigError(f"{path!r} is not a kgrec BaseRecommender subclass.")
     return klass
@@ -84,10 +89,7 @@ def resolve_model(name: str) -> tuple[type, dict[str, Any]]:
         path, overrides = known[name]
         return _import_class(path), dict(overrides)
     if "." in name or ":" in name:
-        try:
-            return _import_class(name), {}
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"cannot import model class {name!r}: {exc}") from exc
+        return _import_class(name), {}
     raise ConfigError(
         f"Unknown model {name!r} in --models; known models: {', '.join(sorted(known))} "
         "(or give a dotted class path such as kgrec.baselines.BPRMF)."
@@ -155,10 +157,22 @@ def write_atomic(path: Path, text: str) -> None:
 def _model_specs(models: Sequence[str], settings: dict[str, dict]) -> list[tuple[str, type, dict]]:
     specs = []
     for name in models:
-        entry = dict(settings.get(name) or {})
+        entry = settings.get(name) or {}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"model {name!r}: settings must be a mapping of init args; got {entry!r}.")
+        entry = dict(entry)
         if "class_path" in entry:
             klass, args = _import_class(entry.pop("class_path")), {}
-            entry = dict(entry.pop("init_args", entry))
+            if "init_args" in entry:
+                extra = sorted(set(entry) - {"init_args"})
+                if extra:
+                    raise ConfigError(
+                        f"model {name!r}: {extra} beside class_path and init_args; put init args "
+                        "under init_args (or drop init_args and list them beside class_path)."
+                    )
+                entry = entry["init_args"] or {}
+                if not isinstance(entry, dict):
+                    raise ConfigError(f"model {name!r}: init_args must be a mapping; got {entry!r}.")
         else:
             klass, args = resolve_model(name)
         args.update(entry)
