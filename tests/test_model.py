@@ -144,6 +144,12 @@ def test_gramian_loss_is_the_ials_objective():
     weighted = ((u @ items.t()).pow(2).mean(-1) * w).mean()
     assert torch.allclose(gramian_loss(u, pos, items, 3.0, w), observed + 3.0 * weighted)
     assert torch.allclose(gramian_loss(u, pos, items, 3.0, torch.ones(6)), gramian_loss(u, pos, items, 3.0))
+    # per-item weights scale each item's unobserved pairs (element-wise ALS's weighting)
+    c = torch.tensor([0.0, 1.0, 2.0, 0.5, 1.0, 4.0, 1.0, 0.25, 3.0, 1.0, 1.0])
+    item_weighted = ((u @ items.t()).pow(2) * c).mean()
+    assert torch.allclose(gramian_loss(u, pos, items, 3.0, item_weight=c), observed + 3.0 * item_weighted)
+    both = ((u @ items.t()).pow(2) * c * w.unsqueeze(-1)).mean()
+    assert torch.allclose(gramian_loss(u, pos, items, 3.0, w, c), observed + 3.0 * both)
 
 
 def test_unobserved_user_power_weights_each_user_by_its_degree(synthetic_graph, synthetic_split, monkeypatch):
@@ -170,6 +176,41 @@ def test_unobserved_user_power_weights_each_user_by_its_degree(synthetic_graph, 
         total = degree[seen] * w[seen]
         expected = degree[seen].pow(1 - power)
         assert torch.allclose(total / total.sum(), expected / expected.sum(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("negative_items", ["trained", "all"])
+def test_unobserved_item_power_weights_each_item_by_its_training_popularity(synthetic_graph, synthetic_split,
+                                                                            monkeypatch, negative_items):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, batch_size=64)
+    dm.setup("fit")
+    with pytest.raises(ConfigError, match="'unobserved_item_power' parameter must be a finite number; got inf"):
+        KGRecModule(dm.graph_info, unobserved_item_power=float("inf"))
+    with pytest.raises(ConfigError, match="'unobserved_item_power' parameter must be a finite number; got nan"):
+        KGRecModule(dm.graph_info, unobserved_item_power=float("nan"))
+    _, items = dm.train_edges()  # train edges only: valid / test interactions never weigh
+    degree = torch.bincount(items, minlength=synthetic_graph.num_items).double()
+    assert len(degree[degree > 0].unique()) > 1
+    for power in (0.0, 0.5, -0.5):
+        module = KGRecModule(dm.graph_info, hidden_channels=8, num_layers=1, unobserved_item_power=power,
+                             negative_items=negative_items)
+        monkeypatch.setattr(module, "_datamodule", lambda: dm)
+        monkeypatch.setattr(module, "log", lambda *a, **k: None)
+        module.on_fit_start()
+        if power == 0.0:
+            assert module._item_weight is None  # every item alike: no weights at all
+            continue
+        expected = degree.clamp(min=1).pow(power)
+        pool = degree > 0 if negative_items == "trained" else torch.ones_like(degree, dtype=torch.bool)
+        expected = expected / expected[pool].mean()  # mean 1 over the items the penalty covers
+        assert torch.allclose(module._item_weight.double(), expected, rtol=1e-5)
+        # a full-graph step hands the unobserved term the weights of exactly its negative pool
+        seen = []
+        real = module._ranking_loss
+        monkeypatch.setattr(module, "_ranking_loss",
+                            lambda *a, item_weight=None, **k: seen.append(item_weight) or real(*a, **k))
+        batch = next(iter(dm.train_dataloader()))
+        module.training_step(batch, 0)
+        assert torch.allclose(seen[0].double(), expected[pool], rtol=1e-5)
 
 
 def test_unobserved_user_weights_follow_global_user_ids_in_a_sampled_batch(synthetic, synthetic_split, monkeypatch):

@@ -84,6 +84,9 @@ class KGRec(BaseRecommender):
         unobserved_weight: Weight of the unobserved pairs (``ials`` loss).
         unobserved_user_power: The unobserved term of each training edge weighted by its user's
             degree to this negative power (``ials``; see :class:`~kgrec.lightning.KGRecModule`).
+        unobserved_item_power: The unobserved pairs of each item weighted by its training
+            popularity to this power (``ials``; element-wise ALS's weighting; see
+            :class:`~kgrec.lightning.KGRecModule`).
         lr: Adam learning rate.
         weight_decay: L2 penalty on the batch's input embeddings (the regulariser of the
             ``ials`` loss; 0.003 and 0.03 are both behind 0.01 on ml-100k valid, see
@@ -152,6 +155,7 @@ class KGRec(BaseRecommender):
         num_negatives: int = 1024,
         unobserved_weight: float = 20.0,
         unobserved_user_power: float = 0.0,
+        unobserved_item_power: float = 0.0,
         lr: float = 5e-3,
         weight_decay: float = 0.01,
         batch_size: int = 1024,
@@ -185,6 +189,7 @@ class KGRec(BaseRecommender):
         self.num_negatives = num_negatives
         self.unobserved_weight = unobserved_weight
         self.unobserved_user_power = unobserved_user_power
+        self.unobserved_item_power = unobserved_item_power
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -217,6 +222,7 @@ class KGRec(BaseRecommender):
             in_batch_negatives=self.in_batch_negatives,
             loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
             unobserved_weight=self.unobserved_weight, unobserved_user_power=self.unobserved_user_power,
+            unobserved_item_power=self.unobserved_item_power,
             weight_decay=self.weight_decay,
             align_weight=self.align_weight, align_max_nodes=self.align_max_nodes, lr=self.lr,
             dropout=self.dropout, side_weight=self.side_weight,
