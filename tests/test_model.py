@@ -178,6 +178,22 @@ def test_unobserved_user_power_weights_each_user_by_its_degree(synthetic_graph, 
         assert torch.allclose(total / total.sum(), expected / expected.sum(), rtol=1e-4)
 
 
+def _weights_of_one_step(module, dm, monkeypatch):
+    """One training step; the ``user_weight`` and ``item_weight`` its first ranking loss got, and the batch."""
+    seen = {}
+    real = module._ranking_loss
+
+    def spy(*args, user_weight=None, item_weight=None, **kwargs):
+        seen.setdefault("user", user_weight)
+        seen.setdefault("item", item_weight)
+        return real(*args, user_weight=user_weight, item_weight=item_weight, **kwargs)
+
+    monkeypatch.setattr(module, "_ranking_loss", spy)
+    batch = next(iter(dm.train_dataloader()))
+    module.training_step(batch, 0)
+    return seen["user"], seen["item"], batch
+
+
 @pytest.mark.parametrize("negative_items", ["trained", "all"])
 def test_unobserved_item_power_weights_each_item_by_its_training_popularity(synthetic_graph, synthetic_split,
                                                                             monkeypatch, negative_items):
@@ -204,16 +220,12 @@ def test_unobserved_item_power_weights_each_item_by_its_training_popularity(synt
         expected = expected / expected[pool].mean()  # mean 1 over the items the penalty covers
         assert torch.allclose(module._item_weight.double(), expected, rtol=1e-5)
         # a full-graph step hands the unobserved term the weights of exactly its negative pool
-        seen = []
-        real = module._ranking_loss
-        monkeypatch.setattr(module, "_ranking_loss",
-                            lambda *a, item_weight=None, **k: seen.append(item_weight) or real(*a, **k))
-        batch = next(iter(dm.train_dataloader()))
-        module.training_step(batch, 0)
-        assert torch.allclose(seen[0].double(), expected[pool], rtol=1e-5)
+        _, item_weight, _ = _weights_of_one_step(module, dm, monkeypatch)
+        assert torch.allclose(item_weight.double(), expected[pool], rtol=1e-5)
 
 
-def test_unobserved_user_weights_follow_global_user_ids_in_a_sampled_batch(synthetic, synthetic_split, monkeypatch):
+def test_unobserved_weights_follow_global_user_and_item_ids_in_a_sampled_batch(synthetic, synthetic_split,
+                                                                              monkeypatch):
     import dataclasses
 
     # every synthetic user has the same degree; thin some users' training rows so weights differ
@@ -223,18 +235,14 @@ def test_unobserved_user_weights_follow_global_user_ids_in_a_sampled_batch(synth
     graph = build_graph(synthetic, split)
     dm = KGRecDataModule.from_graph(graph, split, sampling="neighbor", num_neighbors=[1, 1], batch_size=16)
     dm.setup("fit")
-    module = KGRecModule(dm.graph_info, hidden_channels=8, unobserved_user_power=0.5, cold_weight=0.0)
+    module = KGRecModule(dm.graph_info, hidden_channels=8, unobserved_user_power=0.5, unobserved_item_power=0.5,
+                         cold_weight=0.0)
     monkeypatch.setattr(module, "_datamodule", lambda: dm)
     monkeypatch.setattr(module, "log", lambda *a, **k: None)
     module.on_fit_start()
-    seen = []
-    real = module._ranking_loss
-    monkeypatch.setattr(module, "_ranking_loss",
-                        lambda *a, user_weight=None, **k: seen.append(user_weight) or real(*a, **k))
-    batch = next(iter(dm.train_dataloader()))
-    module.training_step(batch, 0)
+    user_weight, item_weight, batch = _weights_of_one_step(module, dm, monkeypatch)
     # the batch's users are local to the subgraph; their weights are those of their global ids
-    users, _ = dm.train_edges()
+    users, items = dm.train_edges()
     degree = torch.bincount(users, minlength=graph.num_users).double()
     assert len(degree.unique()) > 1
     expected = degree.clamp(min=1).pow(-0.5)
@@ -243,7 +251,15 @@ def test_unobserved_user_weights_follow_global_user_ids_in_a_sampled_batch(synth
     global_users = batch["user"].n_id[local_users]
     # a subgraph, so the two numberings differ, and so do the weights they would pick
     assert not torch.allclose(expected[global_users], expected[local_users])
-    assert torch.allclose(seen[0], expected[global_users].float())
+    assert torch.allclose(user_weight, expected[global_users].float())
+    # likewise the items: the subgraph's negative pool (local ids) weighs as its global items do
+    item_degree = torch.bincount(items, minlength=graph.num_items).double()
+    expected = item_degree.clamp(min=1).pow(0.5)
+    expected = expected / expected[item_degree > 0].mean()
+    pool = module._negative_pool(batch)
+    global_pool = batch["item"].n_id[pool]
+    assert len(expected[global_pool].unique()) > 1 and not torch.equal(global_pool, pool)
+    assert torch.allclose(item_weight, expected[global_pool].float())
 
 
 def test_weight_decay_penalises_each_batch_edge_s_user_and_item_inputs(synthetic_graph, synthetic_split, monkeypatch):
