@@ -191,6 +191,40 @@ def _needs_text(klass: type, args: dict) -> bool:
     return bool(getattr(klass, "uses_text_features", False)) and args.get("text_features") is None
 
 
+def split_and_graph(dataset, strategy: str | None, seed: int, specs, device: str, need_valid: bool = False,
+                    data: str | None = None):
+    """The split of ``dataset`` and its graph, with text features if a model in ``specs`` reads them.
+
+    ``need_valid`` refuses a split without validation interactions (naming ``data``, the
+    dataset as the user gave it) before any text is encoded.
+    """
+    from kgrec.graph import build_graph, build_vocabs
+    from kgrec.split import split_dataset
+
+    split = split_dataset(dataset, strategy, seed=seed)
+    if need_valid and len(split.valid) == 0:
+        raise ConfigError(f"--valid: the {split.strategy!r} split of {data or dataset.name!r} has no validation "
+                          "interactions to score; give a valid file or drop --valid.")
+    vocabs = build_vocabs(dataset)
+    text = None
+    if any(_needs_text(k, a) for _, k, a in specs):
+        from kgrec.text import TextEncoder, encode_node_texts
+
+        text = encode_node_texts(dataset, split, vocabs, TextEncoder(device=device))
+    return split, build_graph(dataset, split, text_features=text, vocabs=vocabs)
+
+
+def make_model(klass: type, args: dict, seed: int, device: str) -> BaseRecommender:
+    """``klass(**args)`` with the run's seed (unless the settings fix one) and device."""
+    params = set(inspect.signature(klass.__init__).parameters)
+    kwargs = dict(args)
+    if "seed" in params:
+        kwargs.setdefault("seed", seed)
+    if "device" in params:
+        kwargs["device"] = device
+    return klass(**kwargs)
+
+
 def run(
     data: str,
     models: Sequence[str],
@@ -233,8 +267,6 @@ def run(
     from benchmarks.report import write_report
     from kgrec.data import load_dataset
     from kgrec.eval import evaluate
-    from kgrec.graph import build_graph, build_vocabs
-    from kgrec.split import split_dataset
 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"The '--device' option must be one of {{'cpu', 'cuda'}}; got {device!r}.")
@@ -264,25 +296,9 @@ def run(
 
     for strategy in splits:
         for seed in seeds:
-            split = split_dataset(dataset, strategy, seed=seed)
-            if valid and len(split.valid) == 0:
-                raise ConfigError(f"--valid: the {split.strategy!r} split of {data!r} has no validation "
-                                  "interactions to score; give a valid file or drop --valid.")
-            vocabs = build_vocabs(dataset)
-            text = None
-            if any(_needs_text(k, a) for _, k, a in specs):
-                from kgrec.text import TextEncoder, encode_node_texts
-
-                text = encode_node_texts(dataset, split, vocabs, TextEncoder(device=device))
-            graph = build_graph(dataset, split, text_features=text, vocabs=vocabs)
+            split, graph = split_and_graph(dataset, strategy, seed, specs, device, need_valid=valid, data=data)
             for name, klass, args in specs:
-                params = set(inspect.signature(klass.__init__).parameters)
-                kwargs = dict(args)
-                if "seed" in params:
-                    kwargs.setdefault("seed", seed)
-                if "device" in params:
-                    kwargs["device"] = device
-                model = klass(**kwargs)
+                model = make_model(klass, args, seed, device)
                 print(f"[benchmarks] {dataset.name} {split.strategy} seed={seed} {name} ...", flush=True)
                 with _PeakMemory(device) as mem:
                     start = time.perf_counter()

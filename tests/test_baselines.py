@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kgrec.baselines import ALS, BPRMF, ItemKNN, LightGCN, MostPop, TextKNN
+from kgrec.baselines import ALS, BPRMF, EASE, ItemKNN, LightGCN, MostPop, TextKNN
 from kgrec.errors import ConfigError, DataError
 from kgrec.eval import evaluate
 from kgrec.testing import RecommenderChecks, synthetic_world
@@ -24,6 +24,11 @@ class TestMostPop(RecommenderChecks):
 class TestItemKNN(RecommenderChecks):
     def make_recommender(self):
         return ItemKNN(neighbors=10)
+
+
+class TestEASE(RecommenderChecks):
+    def make_recommender(self):
+        return EASE(l2=10.0)
 
 
 class TestBPRMF(RecommenderChecks):
@@ -79,6 +84,27 @@ def test_itemknn_keeps_at_most_k_neighbours(world):
     assert per_item.max() <= 3
 
 
+def test_ease_is_the_constrained_ridge_solution(world):
+    _, split, graph = world
+    model = EASE(l2=7.0).fit(split, graph)
+    x = model.train_.toarray().astype(np.float64)
+    b = model.weights_.double().numpy()
+    assert np.allclose(np.diag(b), 0.0)
+    # stationarity of ||X - XB||^2 + l2 ||B||^2 under diag(B) = 0: each column's gradient
+    # X^T X (B - I) + l2 B vanishes off the diagonal (the constraint's multiplier takes the diagonal)
+    grad = x.T @ x @ (b - np.eye(b.shape[0])) + 7.0 * b
+    off = ~np.eye(b.shape[0], dtype=bool)
+    assert np.abs(grad[off]).max() < 1e-6 * np.abs(x.T @ x).max()
+    users = torch.arange(5)
+    assert np.allclose(model.score(users).numpy(), x[:5] @ b, atol=1e-5)
+
+
+def test_ease_refuses_a_catalogue_above_max_items(world):
+    _, split, graph = world
+    with pytest.raises(ConfigError, match=r"dense 40 x 40 system .* above max_items=39; raise max_items"):
+        EASE(max_items=39).fit(split, graph)
+
+
 def test_trained_baselines_beat_popularity(world):
     _, split, graph = world
     pop = evaluate(MostPop().fit(split, graph), split, graph, on="valid").metrics["ndcg@20"]
@@ -86,6 +112,7 @@ def test_trained_baselines_beat_popularity(world):
         BPRMF(embedding_dim=16, batch_size=128, lr=0.01, max_epochs=40, eval_every=5),
         LightGCN(embedding_dim=16, batch_size=256, lr=0.01, max_epochs=40, eval_every=5),
         ItemKNN(neighbors=20),
+        EASE(l2=10.0),
     ):
         valid = evaluate(model.fit(split, graph), split, graph, on="valid").metrics["ndcg@20"]
         assert valid > pop, type(model).__name__
@@ -144,6 +171,9 @@ def test_textknn_errors(world):
         (BPRMF(lr=0), "'lr' parameter must be a number > 0; got 0"),
         (LightGCN(num_layers=0), "'num_layers' parameter must be a positive integer; got 0"),
         (ALS(alpha=-1.0), "'alpha' parameter must be a number > 0"),
+        (EASE(l2=0), "'l2' parameter must be a number > 0; got 0"),
+        (EASE(l2="big"), "'l2' parameter must be a number > 0; got 'big'"),
+        (EASE(max_items=0), "'max_items' parameter must be a positive integer; got 0"),
     ],
 )
 def test_bad_hyper_parameters(world, model, match):

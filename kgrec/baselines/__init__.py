@@ -7,9 +7,10 @@ imported only when an ``ALS`` is fitted.
 
 from kgrec.baselines.als import ALS
 from kgrec.baselines.bprmf import BPRMF
+from kgrec.baselines.ease import EASE
 from kgrec.baselines.itemknn import ItemKNN
 from kgrec.baselines.lightgcn import LightGCN
 from kgrec.baselines.mostpop import MostPop
 from kgrec.baselines.textknn import TextKNN
 
-__all__ = ["ALS", "BPRMF", "ItemKNN", "LightGCN", "MostPop", "TextKNN"]
+__all__ = ["ALS", "BPRMF", "EASE", "ItemKNN", "LightGCN", "MostPop", "TextKNN"]
