@@ -10,7 +10,7 @@ fits every ``--models`` entry once (its suite settings, model seed ``--seed``) a
 scores, with the one :func:`kgrec.eval.evaluate` every benchmark uses:
 
 * each model alone;
-* the seed ensemble of NAME (``NAME x k``): the mean of its runs' standardised scores;
+* the seed ensemble of NAME (``NAME x k``): the sum of its runs' standardised scores;
 * every pair of ``--models``: the first's standardised scores plus ``w`` times the
   second's, for each ``w`` of ``--weights``.
 
@@ -28,6 +28,7 @@ all its parts.
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import logging
@@ -126,7 +127,10 @@ def blend(data: str, models: Sequence[str], out: str | Path, split: str | None =
     if ensemble:
         name, extra = ensemble
         _, klass, args = next(s for s in specs if s[0] == name)
-        runs += [(f"{name}@{s}", klass, args, s) for s in extra if s != seed]
+        if "seed" not in inspect.signature(klass.__init__).parameters or "seed" in args:
+            raise ConfigError(f"--ensemble {name}: {klass.__name__} has no seed parameter, or its settings fix "
+                              "one, so every member would be the same model.")
+        runs += [(f"{name}@{s}", klass, args, s) for s in dict.fromkeys(extra) if s != seed]
     for label, klass, args, model_seed in runs:
         print(f"[blend] fitting {label} ...", flush=True)
         start = time.perf_counter()

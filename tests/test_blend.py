@@ -80,6 +80,7 @@ def test_blend_writes_every_candidate_sorted_by_valid_and_names_the_pick(tmp_pat
     (["--models", "itemknn,mostpop", "--weights", "0,1"], "--weights must be positive numbers; got [0.0, 1.0]"),
     (["--models", "itemknn,mostpop", "--weights", "x"], "--weights must be comma-separated numbers; got 'x'"),
     (["--models", "itemknn,itemknn"], "--models must name distinct models"),
+    (["--models", "itemknn", "--ensemble", "itemknn=2"], "--ensemble itemknn: ItemKNN has no seed parameter"),
     (["--models", "nope"], "Unknown model 'nope'"),
 ])
 def test_bad_blend_arguments_name_the_argument(tmp_path, capsys, args, message):

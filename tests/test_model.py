@@ -203,6 +203,8 @@ def test_unobserved_item_power_weights_each_item_by_its_training_popularity(synt
         KGRecModule(dm.graph_info, unobserved_item_power=float("inf"))
     with pytest.raises(ConfigError, match="'unobserved_item_power' parameter must be a finite number; got nan"):
         KGRecModule(dm.graph_info, unobserved_item_power=float("nan"))
+    with pytest.raises(ConfigError, match="'unobserved_item_power' parameter must be a finite number; got 'x'"):
+        KGRecModule(dm.graph_info, unobserved_item_power="x")
     _, items = dm.train_edges()  # train edges only: valid / test interactions never weigh
     degree = torch.bincount(items, minlength=synthetic_graph.num_items).double()
     assert len(degree[degree > 0].unique()) > 1

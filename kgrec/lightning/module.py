@@ -206,9 +206,10 @@ class KGRecModule(L.LightningModule):
             raise ConfigError(f"temperatures must be > 0; got {temperature} and {align_temperature}.")
         if not unobserved_user_power >= 0:
             raise ConfigError(f"The 'unobserved_user_power' parameter must be >= 0; got {unobserved_user_power}.")
-        if not math.isfinite(unobserved_item_power):
+        if (isinstance(unobserved_item_power, bool) or not isinstance(unobserved_item_power, numbers.Real)
+                or not math.isfinite(unobserved_item_power)):
             raise ConfigError(f"The 'unobserved_item_power' parameter must be a finite number; "
-                              f"got {unobserved_item_power}.")
+                              f"got {unobserved_item_power!r}.")
         if num_negatives <= 0:
             raise ConfigError(f"The 'num_negatives' parameter must be a positive integer; got {num_negatives}.")
         if align_weight < 0:
