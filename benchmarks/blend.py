@@ -39,9 +39,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import yaml
 
-from benchmarks.run import _model_specs, make_model, split_and_graph
+from benchmarks.run import _model_specs, load_suite, make_model, split_and_graph
 from benchmarks.speed_rows import git_sha
 from kgrec.base import BaseRecommender
 from kgrec.errors import ConfigError, KGRecError
@@ -117,10 +116,8 @@ def blend(data: str, models: Sequence[str], out: str | Path, split: str | None =
         torch.set_num_threads(threads)
     specs = _model_specs(models, settings or {})
     dataset = load_dataset(data)
-    the_split, graph = split_and_graph(dataset, split, seed, specs, device)
-    if len(the_split.valid) == 0:
-        raise ConfigError(f"benchmarks.blend chooses on validation, but the {the_split.strategy!r} split of "
-                          f"{data!r} has no validation interactions; give a split with a valid part.")
+    the_split, graph = split_and_graph(dataset, split, seed, specs, device, data=data,
+                                       need_valid="benchmarks.blend chooses on validation")
     fitted: dict[str, BaseRecommender] = {}
     seconds: dict[str, float] = {}
     runs: list[tuple[str, Any, dict, int]] = [(name, klass, args, seed) for name, klass, args in specs]
@@ -211,15 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv_list = list(sys.argv[1:] if argv is None else argv)
     command = "python -m benchmarks.blend " + " ".join(shlex.quote(a) for a in argv_list)
     try:
-        suite: dict[str, Any] = {}
-        if args.suite:
-            path = Path(args.suite)
-            if not path.is_file():
-                raise ConfigError(f"--suite {args.suite!r}: no such file.")
-            suite = yaml.safe_load(path.read_text()) or {}
-        data = args.data or suite.get("data")
-        if not data:
-            raise ConfigError("--data is required (a dataset name or directory) unless the --suite names one.")
+        suite, data = load_suite(args.suite, args.data)
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         try:
             weights = [float(w) for w in args.weights.split(",")]

@@ -191,20 +191,22 @@ def _needs_text(klass: type, args: dict) -> bool:
     return bool(getattr(klass, "uses_text_features", False)) and args.get("text_features") is None
 
 
-def split_and_graph(dataset, strategy: str | None, seed: int, specs, device: str, need_valid: bool = False,
+def split_and_graph(dataset, strategy: str | None, seed: int, specs, device: str, need_valid: str | None = None,
                     data: str | None = None):
     """The split of ``dataset`` and its graph, with text features if a model in ``specs`` reads them.
 
-    ``need_valid`` refuses a split without validation interactions (naming ``data``, the
-    dataset as the user gave it) before any text is encoded.
+    ``need_valid`` (why the caller needs validation, the error's first words) refuses a split
+    without validation interactions, naming ``data`` (the dataset as the user gave it), before
+    any text is encoded.
     """
     from kgrec.graph import build_graph, build_vocabs
     from kgrec.split import split_dataset
 
     split = split_dataset(dataset, strategy, seed=seed)
     if need_valid and len(split.valid) == 0:
-        raise ConfigError(f"--valid: the {split.strategy!r} split of {data or dataset.name!r} has no validation "
-                          "interactions to score; give a valid file or drop --valid.")
+        raise ConfigError(f"{need_valid}: the {split.strategy!r} split of {data or dataset.name!r} has no "
+                          "validation interactions to score; give a split with a valid part (a valid file in "
+                          "a pre-split directory).")
     vocabs = build_vocabs(dataset)
     text = None
     if any(_needs_text(k, a) for _, k, a in specs):
@@ -296,7 +298,7 @@ def run(
 
     for strategy in splits:
         for seed in seeds:
-            split, graph = split_and_graph(dataset, strategy, seed, specs, device, need_valid=valid, data=data)
+            split, graph = split_and_graph(dataset, strategy, seed, specs, device, need_valid="--valid" if valid else None, data=data)
             for name, klass, args in specs:
                 model = make_model(klass, args, seed, device)
                 print(f"[benchmarks] {dataset.name} {split.strategy} seed={seed} {name} ...", flush=True)
@@ -364,21 +366,27 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def load_suite(suite_path: str | None, data: str | None) -> tuple[dict[str, Any], str]:
+    """The ``--suite`` YAML (``{}`` without one) and the dataset: ``--data``, else the suite's."""
+    suite: dict[str, Any] = {}
+    if suite_path:
+        path = Path(suite_path)
+        if not path.is_file():
+            raise ConfigError(f"--suite {suite_path!r}: no such file.")
+        suite = yaml.safe_load(path.read_text()) or {}
+    data = data or suite.get("data")
+    if not data:
+        raise ConfigError("--data is required (a dataset name or directory) unless the --suite names one.")
+    return suite, data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     argv_list = list(sys.argv[1:] if argv is None else argv)
     command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in argv_list)
     try:
-        suite: dict[str, Any] = {}
-        if args.suite:
-            path = Path(args.suite)
-            if not path.is_file():
-                raise ConfigError(f"--suite {args.suite!r}: no such file.")
-            suite = yaml.safe_load(path.read_text()) or {}
-        data = args.data or suite.get("data")
-        if not data:
-            raise ConfigError("--data is required (a dataset name or directory) unless the --suite names one.")
+        suite, data = load_suite(args.suite, args.data)
         settings = dict(suite.get("models") or {})
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list(settings)
         if not models:
