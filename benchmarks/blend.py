@@ -14,8 +14,9 @@ scores, with the one :func:`kgrec.eval.evaluate` every benchmark uses:
 * every pair of ``--models``: the first's standardised scores plus ``w`` times the
   second's, for each ``w`` of ``--weights``.
 
-Scores are standardised per user (mean 0, standard deviation 1 over the catalogue) before
-they are added, since models score on unrelated scales. The report lists every candidate
+Scores are standardised per user (mean 0, standard deviation 1 over the items the user has
+not seen in train, the only ones a ranking can contain) before they are added, since models
+score on unrelated scales. The report lists every candidate
 with its validation and test metrics, sorted by validation NDCG@20, and names the one
 validation picks: its test row is the honest number for "the best blend". Writes
 ``DIR/results.json``, ``DIR/results.md`` and ``DIR/COMMAND.txt``.
@@ -52,8 +53,11 @@ __all__ = ["ScoreBlend", "blend", "main"]
 class ScoreBlend(BaseRecommender):
     """A weighted sum of fitted recommenders' per-user standardised scores.
 
-    ``fit`` learns nothing beyond the train matrix every recommender keeps (what
-    ``exclude_seen`` masks); the parts must already be fitted on the same split and graph.
+    Each part's scores are standardised over the user's unseen items (the candidates a
+    ranking is drawn from), so a part that scores seen items far above the rest, as a
+    reconstruction model does, is not shrunk by them. ``fit`` learns nothing beyond the
+    train matrix every recommender keeps (what ``exclude_seen`` masks); the parts must
+    already be fitted on the same split and graph, which ``fit`` checks.
 
     Args:
         parts: Fitted recommenders over the same users and items.
@@ -72,12 +76,20 @@ class ScoreBlend(BaseRecommender):
             if (part.num_users, part.num_items) != (self.num_users, self.num_items):
                 raise ConfigError(f"ScoreBlend: {type(part).__name__} scores {part.num_users} users x "
                                   f"{part.num_items} items; the split has {self.num_users} x {self.num_items}.")
+            if (part.train_ != self.train_).nnz:
+                raise ConfigError(f"ScoreBlend: {type(part).__name__} was fitted on another train split "
+                                  f"({part.train_.nnz:,} train interactions, this split {self.train_.nnz:,} "
+                                  "or the same count in other places); fit every part on the blend's split.")
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
+        unseen = torch.from_numpy(self.train_[users.cpu().numpy()].toarray() == 0)
+        count = unseen.sum(1, keepdim=True).clamp(min=2)
         total = None
         for part, weight in zip(self.parts, self.weights):
             s = part.score(users).float().cpu()
-            s = (s - s.mean(1, keepdim=True)) / s.std(1, keepdim=True).clamp(min=1e-12)
+            mean = torch.where(unseen, s, 0.0).sum(1, keepdim=True) / count
+            var = torch.where(unseen, (s - mean) ** 2, 0.0).sum(1, keepdim=True) / (count - 1)
+            s = (s - mean) / var.sqrt().clamp(min=1e-12)
             total = weight * s if total is None else total + weight * s
         return total
 

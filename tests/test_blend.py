@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from benchmarks.blend import ScoreBlend, main
+from kgrec.base import BaseRecommender
 from kgrec.baselines import ItemKNN, MostPop
 from kgrec.errors import ConfigError
 from kgrec.testing import synthetic_world
@@ -18,8 +20,28 @@ def world():
     return synthetic_world(num_users=50, num_items=30)
 
 
-def _standardised(scores: torch.Tensor) -> torch.Tensor:
-    return (scores - scores.mean(1, keepdim=True)) / scores.std(1, keepdim=True)
+def _standardised(scores: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """Per-row standardisation over the unseen items, one user at a time."""
+    rows = []
+    for row, mask in zip(scores, seen):
+        rest = row[~mask]
+        rows.append((row - rest.mean()) / rest.std())
+    return torch.stack(rows)
+
+
+class _SeenBoost(BaseRecommender):
+    """Scores like ``inner`` but puts every train item ``boost`` higher, as reconstruction models do."""
+
+    def __init__(self, inner=None, boost: float = 0.0) -> None:
+        self.inner = inner
+        self.boost = boost
+
+    def _fit(self, split, graph) -> None:
+        pass
+
+    def _score(self, users):
+        seen = torch.from_numpy(self.train_[users.numpy()].toarray()).float()
+        return self.inner.score(users) + self.boost * seen
 
 
 def test_score_blend_is_the_weighted_sum_of_standardised_scores(world):
@@ -27,13 +49,38 @@ def test_score_blend_is_the_weighted_sum_of_standardised_scores(world):
     knn, pop = ItemKNN(neighbors=10).fit(split, graph), MostPop().fit(split, graph)
     users = torch.arange(6)
     blend = ScoreBlend([knn, pop], [1.0, 0.5]).fit(split, graph)
-    expected = _standardised(knn.score(users)) + 0.5 * _standardised(pop.score(users))
+    seen = torch.from_numpy(blend.train_[users.numpy()].toarray() > 0)
+    assert seen.any(1).all()  # every user has seen items, so the unseen-only statistics matter
+    expected = _standardised(knn.score(users), seen) + 0.5 * _standardised(pop.score(users), seen)
     assert torch.allclose(blend.score(users), expected, atol=1e-5)
     # the weights are relative: only their ratio changes a ranking
     scaled = ScoreBlend([knn, pop], [2.0, 1.0]).fit(split, graph).score(users)
     assert torch.allclose(scaled, 2.0 * expected, atol=1e-5)
     other = ScoreBlend([knn, pop], [1.0, 2.0]).fit(split, graph).score(users)
     assert not torch.allclose(other, expected, atol=1e-3)
+
+
+def test_score_blend_ignores_how_a_part_scores_seen_items(world):
+    # the standardisation runs over unseen items only: boosting seen items must leave every
+    # unseen item's blended score where it was
+    _, split, graph = world
+    knn, pop = ItemKNN(neighbors=10).fit(split, graph), MostPop().fit(split, graph)
+    boosted = _SeenBoost(pop, boost=1e3).fit(split, graph)
+    users = torch.arange(10)
+    plain = ScoreBlend([knn, pop], [1.0, 1.0]).fit(split, graph).score(users)
+    with_boost = ScoreBlend([knn, boosted], [1.0, 1.0]).fit(split, graph).score(users)
+    unseen = torch.from_numpy(knn.train_[users.numpy()].toarray() == 0)
+    assert torch.allclose(plain[unseen], with_boost[unseen], atol=1e-4)
+    assert not torch.allclose(plain[~unseen], with_boost[~unseen], atol=1.0)
+
+
+def test_score_blend_refuses_parts_fitted_on_another_split(world):
+    _, split, graph = world
+    knn = ItemKNN(neighbors=10).fit(split, graph)
+    # the same users and items (so the same shape), one train interaction fewer
+    pop = MostPop().fit(dataclasses.replace(split, train=split.train.iloc[1:]), graph)
+    with pytest.raises(ConfigError, match=r"MostPop was fitted on another train split"):
+        ScoreBlend([knn, pop], [1.0, 1.0]).fit(split, graph)
 
 
 def test_score_blend_refuses_mismatched_parts_and_weights(world):

@@ -55,11 +55,15 @@ class EASE(BaseRecommender):
         x = self.train_.astype(np.float64)
         gram = torch.from_numpy((x.T @ x).toarray()).to(self.device_)
         gram.diagonal().add_(float(self.l2))
-        # G + lambda I is symmetric positive definite: a Cholesky solve, not a general inverse
-        p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
-        b = p / (-p.diagonal()).unsqueeze(0)
-        b.diagonal().zero_()
-        self.weights_ = b.float()  # (num_items, num_items): column j scores item j
+        # G + lambda I is symmetric positive definite: a Cholesky solve, not a general inverse.
+        # At most two dense float64 copies live at once (G and its factor, then the factor and P).
+        factor = torch.linalg.cholesky(gram)
+        del gram
+        p = torch.cholesky_inverse(factor)
+        del factor
+        p.div_((-p.diagonal()).unsqueeze(0))  # B = -P / diag(P), column by column
+        p.diagonal().zero_()
+        self.weights_ = p.float()  # (num_items, num_items): column j scores item j
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         rows = self.train_[users.cpu().numpy()].toarray()
