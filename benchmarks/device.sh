@@ -26,7 +26,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 KGREC_CACHE_DIR=$PWD/.devcache
 if [ -f .devcache/datasets/ml-1m/ml-1m.inter.gz ]; then gunzip -kf .devcache/datasets/ml-1m/ml-1m.inter.gz; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 if [ "${1:-}" = scale ]; then
-    # checkpoints (~1 GB each at this size) stay on the device: only logs and metrics come back
+    # checkpoints (~2.5 GB each at this size: 16 B per train edge plus fp16 text) stay on the device: only logs and metrics come back
     nvidia-smi --query-gpu=timestamp,memory.used --format=csv -lms 500 > "$out/gpu_memory.csv" &
     sampler=$!
     timer=""

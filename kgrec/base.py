@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -387,7 +388,13 @@ class BaseRecommender:
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise DataError(f"{str(path)!r} is not a kgrec recommender checkpoint.")
         module, _, name = payload["class_path"].rpartition(".")
-        klass = getattr(importlib.import_module(module), name)
+        if not (module == "kgrec" or module.startswith("kgrec.")) and module not in sys.modules:
+            # importing runs a module's code: only kgrec's own are imported on a file's say-so
+            raise DataError(
+                f"{str(path)!r} holds a {payload['class_path']}; kgrec imports only its own modules "
+                f"when loading, so import {module!r} first (then load again)."
+            )
+        klass = getattr(importlib.import_module(module), name, None)
         if not (isinstance(klass, type) and issubclass(klass, cls)):
             raise DataError(
                 f"{str(path)!r} holds a {payload['class_path']}, not a {cls.__qualname__}."

@@ -13,6 +13,7 @@ linked to an entity is one ``item`` node). Every edge type travels with its
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -26,7 +27,7 @@ from kgrec.data.dataset import Dataset
 from kgrec.errors import ConfigError, DataError, UnknownIdError
 from kgrec.split import Split
 
-__all__ = ["Vocab", "GraphData", "categorical_codes", "build_vocabs", "build_graph", "prune_entities", "split_to_index", "INTERACTS"]
+__all__ = ["Vocab", "GraphData", "categorical_codes", "build_vocabs", "build_graph", "prune_entities", "split_to_index", "data_on", "INTERACTS"]
 
 #: The supervision edge type.
 INTERACTS = ("user", "interacts", "item")
@@ -207,6 +208,17 @@ def _add(data: HeteroData, etype: tuple[str, str, str], src, dst, **attrs) -> No
     for key, value in attrs.items():
         data[etype][key] = value
         data[rev][key] = value.clone()
+
+
+def data_on(data: HeteroData, device: torch.device | str) -> HeteroData:
+    """``data`` on ``device``, leaving the caller's object where it is.
+
+    PyG's ``HeteroData.to`` replaces the tensors of the object it is called on (and returns
+    that object), so ``graph.data.to("cuda")`` would move a user's graph to the GPU behind
+    their back and break the next CPU consumer of it. This moves a shallow copy (new
+    stores, the same tensors until they are moved), which costs nothing on the same device.
+    """
+    return copy.copy(data).to(device)
 
 
 def split_to_index(graph: GraphData, frame: pd.DataFrame) -> tuple[Tensor, Tensor]:

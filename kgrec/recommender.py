@@ -29,19 +29,14 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError, DataError, UnknownIdError
-from kgrec.graph import INTERACTS, Vocab
+from kgrec.graph import INTERACTS, Vocab, data_on
 from kgrec.io import atomic_write
-from kgrec.serving import check_bundle, encoder_from_spec
+from kgrec.serving import bundle_graph, check_bundle, encoder_from_spec
 
 __all__ = ["Recommender"]
 
 HAS_TAG = ("item", "has_tag", "tag")
 HAS_ATTRIBUTE = ("user", "has_attribute", "tag")
-
-
-def _split_key(key: str) -> tuple[str, str, str]:
-    src, rel, dst = key.split("|")
-    return src, rel, dst
 
 
 class Recommender:
@@ -70,7 +65,7 @@ class Recommender:
         self.vocabs = {nt: list(ids) for nt, ids in bundle["vocabs"].items()}
         self._vocab = {nt: Vocab(ids, nt) for nt, ids in self.vocabs.items()}  # raw id -> index
         self.item_names: list[str] = list(bundle["item_names"])
-        self.data = self._build_data(bundle)
+        self.data = bundle_graph(bundle)
         self.cosine = model.score_fn == "cosine"
         self._refresh()
 
@@ -118,23 +113,9 @@ class Recommender:
             raise DataError(f"{where} does not match this kgrec version's model ({reason[:200]}).") from None
         return cls(module.model, bundle, text_encoder=text_encoder, device=device)
 
-    @staticmethod
-    def _build_data(bundle: Mapping[str, Any]) -> HeteroData:
-        data = HeteroData()
-        for nt, ids in bundle["vocabs"].items():
-            data[nt].num_nodes = len(ids)
-        for nt, x in bundle["x"].items():
-            data[nt].x = x.float()
-        for key, ei in bundle["edges"].items():
-            et = _split_key(key)
-            data[et].edge_index = ei.long()
-            if key in bundle.get("edge_relations", {}):
-                data[et].edge_type = bundle["edge_relations"][key].long()
-        return data
-
     @torch.no_grad()
     def _forward(self, data: HeteroData) -> dict[str, Tensor]:
-        data = data.to(self.device)
+        data = data_on(data, self.device)  # self.data stays on the CPU, where its edits happen
         return self.model(data, self.model.flatten(data))
 
     def _refresh(self) -> None:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError, DataError
 
 __all__ = ["SERVING_FORMAT", "serving_bundle", "encoder_spec", "encoder_from_spec"]
 
 #: Version tag of the bundle layout; :class:`kgrec.Recommender` refuses any other.
-SERVING_FORMAT = "kgrec-serving-v1"
+SERVING_FORMAT = "kgrec-serving-v2"
+#: Formats this kgrec reads: v1 stored every ``rev_`` edge type and fp32 text features.
+READABLE_FORMATS = ("kgrec-serving-v1", SERVING_FORMAT)
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -75,7 +78,15 @@ def encoder_from_spec(spec: dict[str, Any] | None):
     klass = getattr(importlib.import_module(module), name, None)
     if not (isinstance(klass, type) and issubclass(klass, BaseTextEncoder)):
         raise ConfigError(f"the checkpoint's text encoder {path!r} is not a kgrec text encoder.")
-    return klass(**dict(spec.get("init_args", {})))
+    init_args = dict(spec.get("init_args", {}))
+    if init_args.get("trust_remote_code"):
+        # a checkpoint is data: it may not make this process download and run a model's own code
+        raise ConfigError(
+            f"the checkpoint's text encoder ({init_args.get('model')!r}) asks for trust_remote_code=True, "
+            "which kgrec never takes from a file; build the encoder yourself and pass "
+            "text_encoder=... to Recommender.from_checkpoint."
+        )
+    return klass(**init_args)
 
 
 def serving_bundle(dm) -> dict[str, Any]:
@@ -106,10 +117,13 @@ def serving_bundle(dm) -> dict[str, Any]:
         "dataset": graph.dataset_name,
         "vocabs": {nt: [str(v) for v in vocab.ids] for nt, vocab in graph.vocabs.items() if nt in data.node_types},
         "relations": [str(r) for r in graph.relations],
-        "edges": {edge_key(et): data[et].edge_index.cpu() for et in data.edge_types},
+        # forward edge types only: each rev_ type is its forward one flipped, rebuilt on load
+        # (:func:`bundle_graph`), which halves the checkpoint; text features keep their dtype
+        "edge_types": [edge_key(et) for et in data.edge_types],
+        "edges": {edge_key(et): data[et].edge_index.cpu() for et in data.edge_types if not _is_reverse(et)},
         "edge_relations": {edge_key(et): data[et].edge_type.cpu() for et in data.edge_types
-                           if "edge_type" in data[et]},
-        "x": {nt: data[nt].x.float().cpu() for nt in data.node_types if "x" in data[nt]},
+                           if "edge_type" in data[et] and not _is_reverse(et)},
+        "x": {nt: data[nt].x.cpu() for nt in data.node_types if "x" in data[nt]},
         "item_names": names,
         "item_segments": item_segments,
         "user_segments": user_segments,
@@ -128,6 +142,32 @@ def _text_encoder_spec(dm) -> dict[str, Any] | None:
     return encoder_spec(encoder)
 
 
+def _is_reverse(edge_type: tuple[str, str, str]) -> bool:
+    return edge_type[1].startswith("rev_")
+
+
+def bundle_graph(bundle: Mapping[str, Any]) -> HeteroData:
+    """The training graph a (checked) bundle holds, in its edge-type order, ``rev_`` types
+    rebuilt from their forward ones; text features as fp32."""
+    data = HeteroData()
+    for nt, ids in bundle["vocabs"].items():
+        data[nt].num_nodes = len(ids)
+    for nt, x in bundle["x"].items():
+        data[nt].x = x.float()
+    relations = bundle.get("edge_relations", {})
+    for key in bundle.get("edge_types", list(bundle["edges"])):  # v1: every type is stored
+        et = tuple(key.split("|"))
+        source = key
+        if key not in bundle["edges"]:
+            source = edge_key((et[2], et[1][len("rev_"):], et[0]))
+        flip = source != key
+        ei = bundle["edges"][source].long()
+        data[et].edge_index = ei.flip(0) if flip else ei
+        if source in relations:
+            data[et].edge_type = relations[source].long().clone() if flip else relations[source].long()
+    return data
+
+
 def check_bundle(bundle: Any, where: str) -> dict[str, Any]:
     """Validate a bundle read from ``where``; a clear :class:`~kgrec.errors.DataError` otherwise."""
     if not isinstance(bundle, dict):
@@ -135,10 +175,11 @@ def check_bundle(bundle: Any, where: str) -> dict[str, Any]:
             f"{where} has no kgrec serving data: it was not written by `kgrec fit` (or by a kgrec older "
             "than 0.1). Train with `kgrec fit --config ...` and load its checkpoints/best.ckpt."
         )
-    if bundle.get("format") != SERVING_FORMAT:
+    if bundle.get("format") not in READABLE_FORMATS:
         raise DataError(
             f"{where} was written by an incompatible kgrec version (serving format "
-            f"{bundle.get('format')!r}; this kgrec reads {SERVING_FORMAT!r}). Retrain with this version."
+            f"{bundle.get('format')!r}; this kgrec reads {' and '.join(map(repr, READABLE_FORMATS))}). "
+            "Retrain with this version."
         )
     missing = {"vocabs", "edges", "x", "item_names"} - set(bundle)
     if missing:
@@ -146,4 +187,9 @@ def check_bundle(bundle: Any, where: str) -> dict[str, Any]:
     for key, value in bundle["edges"].items():
         if not (isinstance(value, torch.Tensor) and value.dim() == 2 and value.size(0) == 2):
             raise DataError(f"{where} is corrupt: edges {key!r} is not a (2, E) tensor.")
+    for key in bundle.get("edge_types", []):
+        et = key.split("|")
+        forward = key if not et[1].startswith("rev_") else "|".join((et[2], et[1][len("rev_"):], et[0]))
+        if forward not in bundle["edges"]:
+            raise DataError(f"{where} is corrupt: edge type {key!r} has no stored edges ({forward!r}).")
     return bundle

@@ -218,3 +218,24 @@ def test_conformance_suite_catches_input_mutation():
     checks = type("C", (RecommenderChecks,), {"make_recommender": lambda self: _MutatingPop()})()
     with pytest.raises(AssertionError):
         checks.test_inputs_not_mutated(synthetic_world())
+
+
+def test_load_imports_only_kgrec_modules_on_the_files_say_so(tmp_path):
+    import sys
+
+    from kgrec.base import BaseRecommender
+
+    _, split, graph = synthetic_world()
+    path = MostPop().fit(split, graph).save(tmp_path / "pop.pt")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    sys.modules.pop("this", None)  # the stdlib module that prints on import: proof nothing ran
+    torch.save(dict(payload, class_path="this.Recommender"), tmp_path / "foreign.pt")
+    with pytest.raises(DataError, match=r"holds a this.Recommender; kgrec imports only its own modules .* "
+                                        r"import 'this' first"):
+        BaseRecommender.load(tmp_path / "foreign.pt")
+    assert "this" not in sys.modules
+    # a module the caller imported itself is trusted (a user's own subclass); a non-class is refused
+    torch.save(dict(payload, class_path="numpy.pi"), tmp_path / "numpy.pt")
+    with pytest.raises(DataError, match=r"holds a numpy.pi, not a BaseRecommender"):
+        BaseRecommender.load(tmp_path / "numpy.pt")
+    assert isinstance(BaseRecommender.load(path), MostPop)

@@ -146,3 +146,16 @@ def test_prune_entities_drops_hubs_above_max_degree(synthetic_graph):
 
     with pytest.raises(ConfigError, match="max_degree=1 is below min_degree=2"):
         prune_entities(synthetic_graph, 2, max_degree=1)
+
+
+def test_data_on_moves_a_copy_and_leaves_the_callers_graph(synthetic_graph):
+    from kgrec.graph import data_on
+
+    data = synthetic_graph.data
+    before = {key: t for store in data.stores for key, t in store.items() if torch.is_tensor(t)}
+    moved = data_on(data, "meta")
+    assert moved is not data
+    assert {t.device.type for store in moved.stores for t in store.values() if torch.is_tensor(t)} == {"meta"}
+    after = {key: t for store in data.stores for key, t in store.items() if torch.is_tensor(t)}
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert data_on(data, "cpu")[INTERACTS].edge_index is data[INTERACTS].edge_index  # no copy on the same device

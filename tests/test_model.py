@@ -599,6 +599,36 @@ def test_cli_fit_then_test_round_trip(tmp_path, monkeypatch, caplog):
     assert "could not write test metrics beside the checkpoint's run" in caplog.text and "Permission denied" in caplog.text
 
 
+def test_checkpoint_from_another_split_is_refused_for_test_validate_and_resume(tmp_path, monkeypatch, capsys):
+    # the graph's shape does not depend on the split seed, so only the train fingerprint tells
+    # a checkpoint trained on seed 2026's train pairs from data split with seed 7
+    from kgrec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "1"]) == 0
+    ckpt = str(tmp_path / "runs" / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt")
+    assert "kgrec_train_fingerprint" in torch.load(ckpt, map_location="cpu", weights_only=True)
+    capsys.readouterr()
+    for command in (["test"], ["validate"], ["fit", "--trainer.max_epochs", "2"]):
+        assert main([*command, "--config", str(CONFIG), "--data.seed", "7", "--ckpt_path", ckpt]) == 2
+        err = capsys.readouterr().err
+        assert "kgrec: error:" in err and "trained on other train interactions" in err and "data.seed" in err
+    assert not list((tmp_path / "runs").rglob("test_metrics.json"))
+    assert main(["test", "--config", str(CONFIG), "--ckpt_path", ckpt]) == 0  # its own split still tests
+
+
+def test_train_fingerprint_ignores_order_and_sees_one_changed_pair(synthetic_graph, synthetic_split):
+    import dataclasses
+
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split)
+    shuffled = synthetic_split.train.sample(frac=1.0, random_state=0)
+    other_order = build_graph(make_synthetic(), dataclasses.replace(synthetic_split, train=shuffled))
+    assert KGRecDataModule.from_graph(other_order, synthetic_split).train_fingerprint() == dm.train_fingerprint()
+    fewer = dataclasses.replace(synthetic_split, train=synthetic_split.train.iloc[1:])
+    assert (KGRecDataModule.from_graph(build_graph(make_synthetic(), fewer), fewer).train_fingerprint()
+            != dm.train_fingerprint())
+
+
 def test_cli_config_errors_are_clear(tmp_path, monkeypatch, capsys):
     from kgrec.cli import main
 
@@ -904,3 +934,32 @@ def test_id_dropout_trains_items_as_if_cold(synthetic_graph):
     assert 0.2 < dropped < 0.8  # about half the items lose their id embedding in a training step
     model.eval()
     assert ((model.input_embeddings(data)["item"] - text).abs().sum(-1) > 1e-7).all()  # never at evaluation
+
+
+def test_final_embeddings_leave_the_callers_graph_where_it_is(synthetic_graph):
+    # KGRec.fit reads its final embeddings from the caller's own graph (no KG pruning to copy
+    # it); on a GPU, PyG's in-place .to moved that graph to the device and broke the next CPU
+    # model fitted on it. The meta device stands in for CUDA, a probe for the network.
+    from types import SimpleNamespace
+
+    from kgrec.models.kgrec import _embeddings
+
+    class _Probe(torch.nn.Module):
+        def flatten(self, data):
+            return None
+
+        def forward(self, data, flat):
+            return {"item": data[INTERACTS].edge_index}
+
+    module = SimpleNamespace(device=torch.device("meta"), model=_Probe(), eval=lambda: None)
+    out = _embeddings(module, SimpleNamespace(graph=synthetic_graph))
+    assert out["item"].device.type == "meta"
+    assert synthetic_graph.data[INTERACTS].edge_index.device.type == "cpu"
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", ("cpu", 1)), ("cuda", ("gpu", [0])),
+                                              ("cuda:0", ("gpu", [0])), ("cuda:1", ("gpu", [1]))])
+def test_kgrec_trains_on_the_gpu_its_device_names(device, expected):
+    from kgrec.models.kgrec import trainer_devices
+
+    assert trainer_devices(device) == expected

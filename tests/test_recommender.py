@@ -315,3 +315,92 @@ def test_new_node_placement_equals_a_full_graph_forward_pass(rec):
         ("item", "has_tag", "tag"): ([rec.num_items], [genre], None),
         ("item", "kg", "entity"): ([rec.num_items], [0], [1])})
     assert torch.allclose(rec._place(data, "item"), rec._forward(data)["item"][rec.num_items], atol=1e-5)
+
+
+def test_forward_leaves_the_serving_graph_on_the_cpu(ckpt):
+    # PyG's HeteroData.to moves the object it is called on; on a GPU that left self.data on
+    # the device and broke add_item / recommend_new_user, which edit it with CPU tensors.
+    # The meta device stands in for CUDA (a stand-in model, as meta tensors cannot run the
+    # real one): the forward's input lives there, self.data must not move.
+    rec = Recommender.from_checkpoint(ckpt, device="cpu")
+    rec.device = torch.device("meta")
+
+    class _Probe(torch.nn.Module):
+        def flatten(self, data):
+            return None
+
+        def forward(self, data, flat):
+            return {nt: data[nt].x for nt in data.node_types if "x" in data[nt]}
+
+    rec.model = _Probe()
+    out = rec._forward(rec.data)
+    assert out["item"].device.type == "meta"
+    assert {t.device.type for store in rec.data.stores for t in store.values() if torch.is_tensor(t)} == {"cpu"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"class_path": "os.system", "init_args": {}}, "'os.system', which kgrec does not import from a checkpoint"),
+    ({"class_path": "kgrec.text.encoder.render_segments"}, "is not a kgrec text encoder"),
+    ({"class_path": "kgrec.text.encoder.TextEncoder",
+      "init_args": {"model": "someone/model", "trust_remote_code": True}},
+     r"'someone/model'\) asks for trust_remote_code=True, which kgrec never takes from a file"),
+])
+def test_a_checkpoints_text_encoder_spec_cannot_run_foreign_code(spec, message):
+    from kgrec.serving import encoder_from_spec
+
+    with pytest.raises(ConfigError, match=message):
+        encoder_from_spec(spec)
+
+
+def test_bundle_stores_forward_edges_once_and_serves_the_training_graph(ckpt):
+    from kgrec.lightning import KGRecDataModule
+    from kgrec.serving import bundle_graph, serving_bundle
+    from kgrec.text import HashingTextEncoder
+
+    bundle = torch.load(ckpt, map_location="cpu", weights_only=True)["kgrec_serving"]
+    assert bundle["edges"] and not [k for k in bundle["edges"] if "|rev_" in k]
+    assert any("|rev_" in k for k in bundle["edge_types"])
+    # the graph the checkpoint's data module trained on (configs/synthetic.yaml's data settings)
+    dm = KGRecDataModule(path="synthetic", split="random", text_encoder=HashingTextEncoder(dim=32))
+    dm.prepare_data()
+    dm.setup("fit")
+    trained = dm.graph.data
+    assert serving_bundle(dm)["edge_types"] == bundle["edge_types"]
+    served = bundle_graph(bundle)
+    assert served.edge_types == trained.edge_types
+    for et in trained.edge_types:
+        assert torch.equal(served[et].edge_index, trained[et].edge_index), et
+        assert ("edge_type" in served[et]) == ("edge_type" in trained[et]), et
+        if "edge_type" in trained[et]:
+            assert torch.equal(served[et].edge_type, trained[et].edge_type), et
+    for nt in trained.node_types:
+        if "x" in trained[nt]:
+            assert served[nt].x.dtype == torch.float32
+            assert torch.equal(served[nt].x, trained[nt].x.float())
+
+
+def test_a_v1_bundle_with_every_reverse_stored_still_loads(ckpt, tmp_path):
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    bundle = payload["kgrec_serving"]
+    served = Recommender(Recommender.from_checkpoint(ckpt, device="cpu").model, bundle, device="cpu").data
+    v1 = {k: v for k, v in bundle.items() if k != "edge_types"}
+    v1.update(format="kgrec-serving-v1",
+              edges={"|".join(et): served[et].edge_index for et in served.edge_types},
+              edge_relations={"|".join(et): served[et].edge_type for et in served.edge_types
+                              if "edge_type" in served[et]})
+    torch.save(dict(payload, kgrec_serving=v1), tmp_path / "v1.ckpt")
+    old = Recommender.from_checkpoint(tmp_path / "v1.ckpt", device="cpu")
+    assert old.data.edge_types == served.edge_types
+    assert all(torch.equal(old.data[et].edge_index, served[et].edge_index) for et in served.edge_types)
+    new = Recommender.from_checkpoint(ckpt, device="cpu")
+    assert torch.allclose(old.item_embeddings, new.item_embeddings)
+
+
+def test_a_bundle_missing_a_forward_edge_type_is_corrupt(ckpt, tmp_path):
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    bundle = dict(payload["kgrec_serving"])
+    edges = dict(bundle["edges"])
+    edges.pop("user|interacts|item")
+    torch.save(dict(payload, kgrec_serving=dict(bundle, edges=edges)), tmp_path / "cut.ckpt")
+    with pytest.raises(DataError, match=r"is corrupt: edge type 'user\|interacts\|item' has no stored edges"):
+        Recommender.from_checkpoint(tmp_path / "cut.ckpt")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 
@@ -269,6 +270,23 @@ class KGRecDataModule(L.LightningDataModule):
             "num_kg_relations": len(self.graph.relations),
             "dataset": self.graph.dataset_name,
         }
+
+    def train_fingerprint(self) -> str:
+        """A digest of the TRAIN (user, item) pairs: ``"<count>:<sum>:<xor>"`` of their
+        64-bit mixes, so it does not depend on their order. A checkpoint stores it, and
+        :class:`~kgrec.lightning.KGRecModule` refuses to validate or test on a split whose
+        train part differs (its valid / test interactions could be ones it trained on).
+        One pass over the edges, computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            users, items = (t.numpy().astype(np.uint64) for t in self.train_edges())
+            h = (users << np.uint64(32)) | items
+            for shift, mult in ((31, 0xBF58476D1CE4E5B9), (29, 0x94D049BB133111EB)):  # splitmix64 finaliser
+                h = (h ^ (h >> np.uint64(shift))) * np.uint64(mult)
+            h ^= h >> np.uint64(32)
+            total = int(h.sum(dtype=np.uint64)) if h.size else 0
+            mixed = int(np.bitwise_xor.reduce(h)) if h.size else 0
+            self._fingerprint = f"{h.size}:{total:016x}:{mixed:016x}"
+        return self._fingerprint
 
     # ------------------------------------------------------------ loaders
     def train_edges(self) -> tuple[torch.Tensor, torch.Tensor]:

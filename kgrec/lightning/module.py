@@ -16,7 +16,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError
-from kgrec.graph import INTERACTS
+from kgrec.graph import INTERACTS, data_on
 from kgrec.io import atomic_write_text
 from kgrec.nn import KGRecModel, alignment_loss, bpr_loss, gramian_loss, sampled_softmax_loss
 
@@ -278,7 +278,7 @@ class KGRecModule(L.LightningModule):
         """The training graph on this module's device and its flattened propagation layout."""
         if self._full is None or self._full_device != self.device:
             dm = self._datamodule()
-            self._full = dm.graph.data.to(self.device)
+            self._full = data_on(dm.graph.data, self.device)
             self._flat = self.model.flatten(self._full)
             self._full_device = self.device
         return self._full, self._flat
@@ -296,6 +296,7 @@ class KGRecModule(L.LightningModule):
     def on_fit_start(self) -> None:
         dm = self._datamodule()
         self.check_graph(dm.graph_info)
+        self.check_split(dm)  # resuming on another split would train on its valid / test pairs
         self.check_fanouts(dm)
         users, items = dm.train_edges()  # TRAIN edges only: the degrees below never see valid / test
         user_degree = torch.bincount(users, minlength=dm.graph.num_users)
@@ -487,6 +488,7 @@ class KGRecModule(L.LightningModule):
         # what kgrec.Recommender needs to serve without the dataset (built once per fit)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "graph", None) is not None:
+            checkpoint["kgrec_train_fingerprint"] = dm.train_fingerprint()
             if getattr(self, "_serving", None) is None:
                 from kgrec.serving import serving_bundle
 
@@ -495,6 +497,33 @@ class KGRecModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._full = self._full_pool = None
+        self._trained_on = checkpoint.get("kgrec_train_fingerprint")  # None: saved before kgrec recorded it
+
+    def check_split(self, datamodule) -> None:
+        """Refuse data whose TRAIN interactions differ from the loaded checkpoint's.
+
+        The vocabularies, and so the graph's shape, do not depend on the split: a checkpoint
+        trained with another seed, ratio or strategy would load and score without complaint,
+        and its test metrics would count interactions it trained on.
+        """
+        trained_on = getattr(self, "_trained_on", None)
+        if trained_on is not None and trained_on != datamodule.train_fingerprint():
+            raise ConfigError(
+                "this checkpoint was trained on other train interactions than the data gives "
+                f"({trained_on.split(':')[0]} train pairs then, {datamodule.train_fingerprint().split(':')[0]} "
+                "now, or the same count with others); its valid / test metrics here could count "
+                "interactions it trained on. Use the data settings it was trained with (data.split, "
+                "data.seed, data.ratios, data.path)."
+            )
+
+    def on_validation_start(self) -> None:
+        self.check_split(self._datamodule())
+
+    def on_test_start(self) -> None:
+        self.check_split(self._datamodule())
+
+    def on_predict_start(self) -> None:
+        self.check_split(self._datamodule())
 
 
 def _canon(value):

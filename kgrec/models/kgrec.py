@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from kgrec.base import BaseRecommender
 from kgrec.errors import ConfigError
-from kgrec.graph import prune_entities
+from kgrec.graph import data_on, prune_entities
 
 __all__ = ["KGRec"]
 
@@ -243,9 +243,9 @@ class KGRec(BaseRecommender):
         history = MetricsHistory()
         with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
             checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)
+            accelerator, devices = trainer_devices(self.device_)
             trainer = L.Trainer(
-                max_epochs=self.max_epochs, accelerator="gpu" if str(self.device_).startswith("cuda") else "cpu",
-                devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                max_epochs=self.max_epochs, accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False, enable_model_summary=False,
                 num_sanity_val_steps=0, default_root_dir=tmp,
                 callbacks=[EarlyStopping("val/ndcg@20", mode="max", patience=self.patience), checkpoint, history],
             )
@@ -271,8 +271,16 @@ class KGRec(BaseRecommender):
         return u @ i.t()
 
 
+def trainer_devices(device: str) -> tuple[str, int | list[int]]:
+    """Lightning's ``(accelerator, devices)`` for a torch device string: ``"cuda:1"`` is
+    ``("gpu", [1])``, the GPU it names (``devices=1`` would mean Lightning's first GPU)."""
+    if str(device).startswith("cuda"):
+        return "gpu", [torch.device(device).index or 0]
+    return "cpu", 1
+
+
 @torch.no_grad()
 def _embeddings(module, dm) -> dict[str, torch.Tensor]:
     module.eval()
-    data = dm.graph.data.to(module.device)
+    data = data_on(dm.graph.data, module.device)
     return module.model(data, module.model.flatten(data))
