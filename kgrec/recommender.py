@@ -302,7 +302,8 @@ class Recommender:
             ei = torch.tensor([src, dst], dtype=torch.long)
             for etype, index in ((et, ei), (rev, ei.flip(0))):
                 if etype not in data.edge_types:
-                    raise ConfigError(f"the model was trained without {etype[1]!r} edges; cannot add them.")
+                    raise ConfigError(f"the model was trained without {etype} edges; cannot add them"
+                                      f"{' (its KG links go to entities only)' if etype[1] == 'kg' else ''}.")
                 data[etype].edge_index = torch.cat([data[etype].edge_index, index], 1)
                 if rel is not None:
                     data[etype].edge_type = torch.cat([data[etype].edge_type, torch.tensor(rel, dtype=torch.long)])
@@ -416,8 +417,11 @@ class Recommender:
                 raw += [f"{field}={v}" for v in values]
         else:
             raw = [str(t) for t in tags]
-        if raw and "tag" not in self._vocab:
-            raise ConfigError("the model was trained without tags; drop the tags argument.")
+        if raw and not len(self._vocab.get("tag", ())):
+            # build_graph always makes the tag node type, empty when trained without side info
+            what = "item tags" if node_type == "item" else "user attributes"
+            raise ConfigError(f"the model was trained without tags (0 tag nodes), so {what} cannot place "
+                              f"a new {node_type}; leave them out.")
         return self._lookup("tag", raw, f"{node_type} tags are written field=value, as in the training data.")
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch_geometric.data import HeteroData
 
+from kgrec.data.scale import SCALE_DATASET
 from kgrec.errors import ConfigError, DataError
 
 __all__ = ["SERVING_FORMAT", "serving_bundle", "encoder_spec", "encoder_from_spec"]
@@ -136,6 +137,8 @@ def serving_bundle(dm) -> dict[str, Any]:
 def _text_encoder_spec(dm) -> dict[str, Any] | None:
     if not any("x" in dm.graph.data[nt] for nt in dm.graph.data.node_types):
         return None
+    if getattr(dm, "path", None) == SCALE_DATASET:
+        return None  # random stand-in features: no encoder wrote them, none can place new text
     encoder = getattr(dm, "text_encoder", None)
     if encoder is None:  # the data module's default: packaged all-MiniLM-L6-v2
         return {"class_path": "kgrec.text.encoder.TextEncoder", "init_args": {}}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ import torch
 from kgrec.base import BaseRecommender, NotFittedError
 from kgrec.errors import UnknownIdError
 
-__all__ = ["RecommenderChecks", "synthetic_world"]
+__all__ = ["RecommenderChecks", "synthetic_world", "write_atomic"]
 
 
 def synthetic_world(strategy: str = "random", seed: int = 0, num_users: int = 40, num_items: int = 30):
@@ -192,3 +193,33 @@ class RecommenderChecks:
         model = self.make_recommender()
         clone = type(model)(**copy.deepcopy(model.get_params()))
         assert repr(clone) == repr(model)
+
+
+def write_atomic(dataset, folder: Path, name: str, split=None, kg: pd.DataFrame | None = None) -> Path:
+    """Write ``dataset`` as RecBole atomic files ``folder/name.*``, for tests that read data
+    from disk (``split`` given: ``name.train/valid/test.inter``; ``kg``: other triples than
+    the dataset's). Returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def inter_text(frame):
+        lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+        lines += [f"{r.user}\t{r.item}\t{r.rating}\t{r.timestamp}" for r in frame.itertuples()]
+        return "\n".join(lines) + "\n"
+
+    if split is None:
+        (folder / f"{name}.inter").write_text(inter_text(dataset.interactions))
+    else:
+        for part in ("train", "valid", "test"):
+            (folder / f"{name}.{part}.inter").write_text(inter_text(split.part(part)))
+    items = ["item_id:token\ttitle:token_seq\tyear:token\tgenre:token_seq"]
+    items += [f"{r.item}\t{r.title}\t{r.year}\t{' '.join(r.genre)}" for r in dataset.items.itertuples()]
+    (folder / f"{name}.item").write_text("\n".join(items) + "\n")
+    users = ["user_id:token\tage:token\tgender:token\toccupation:token"]
+    users += [f"{r.user}\t{r.age}\t{r.gender}\t{r.occupation}" for r in dataset.users.itertuples()]
+    (folder / f"{name}.user").write_text("\n".join(users) + "\n")
+    triples = ["head_id:token\trelation_id:token\ttail_id:token"]
+    triples += [f"{r.head}\t{r.relation}\t{r.tail}" for r in (dataset.kg if kg is None else kg).itertuples()]
+    (folder / f"{name}.kg").write_text("\n".join(triples) + "\n")
+    links = ["item_id:token\tentity_id:token"] + [f"{r.item}\t{r.entity}" for r in dataset.links.itertuples()]
+    (folder / f"{name}.link").write_text("\n".join(links) + "\n")
+    return folder

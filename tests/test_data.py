@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,33 +13,7 @@ from kgrec.data import Dataset, load_dataset, make_synthetic, read_atomic, read_
 from kgrec.data import builtin
 from kgrec.errors import ConfigError, DataError
 from kgrec.split import split_dataset
-
-
-def write_atomic(dataset: Dataset, folder: Path, name: str, split=None) -> None:
-    """Write ``dataset`` as RecBole atomic files (``split`` given: NAME.train/valid/test.inter)."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def inter_text(frame):
-        lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
-        lines += [f"{r.user}\t{r.item}\t{r.rating}\t{r.timestamp}" for r in frame.itertuples()]
-        return "\n".join(lines) + "\n"
-
-    if split is None:
-        (folder / f"{name}.inter").write_text(inter_text(dataset.interactions))
-    else:
-        for part in ("train", "valid", "test"):
-            (folder / f"{name}.{part}.inter").write_text(inter_text(split.part(part)))
-    items = ["item_id:token\ttitle:token_seq\tyear:token\tgenre:token_seq"]
-    items += [f"{r.item}\t{r.title}\t{r.year}\t{' '.join(r.genre)}" for r in dataset.items.itertuples()]
-    (folder / f"{name}.item").write_text("\n".join(items) + "\n")
-    users = ["user_id:token\tage:token\tgender:token\toccupation:token"]
-    users += [f"{r.user}\t{r.age}\t{r.gender}\t{r.occupation}" for r in dataset.users.itertuples()]
-    (folder / f"{name}.user").write_text("\n".join(users) + "\n")
-    kg = ["head_id:token\trelation_id:token\ttail_id:token"]
-    kg += [f"{r.head}\t{r.relation}\t{r.tail}" for r in dataset.kg.itertuples()]
-    (folder / f"{name}.kg").write_text("\n".join(kg) + "\n")
-    links = ["item_id:token\tentity_id:token"] + [f"{r.item}\t{r.entity}" for r in dataset.links.itertuples()]
-    (folder / f"{name}.link").write_text("\n".join(links) + "\n")
+from kgrec.testing import write_atomic
 
 
 def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
