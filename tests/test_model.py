@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 from pathlib import Path
 
@@ -613,6 +614,7 @@ def test_checkpoint_from_another_split_is_refused_for_test_validate_and_resume(t
         assert main([*command, "--config", str(CONFIG), "--data.seed", "7", "--ckpt_path", ckpt]) == 2
         err = capsys.readouterr().err
         assert "kgrec: error:" in err and "trained on other train interactions" in err and "data.seed" in err
+        assert re.search(r"as many train pairs, [\d,]+, but not the same ones", err)
     assert not list((tmp_path / "runs").rglob("test_metrics.json"))
     assert main(["test", "--config", str(CONFIG), "--ckpt_path", ckpt]) == 0  # its own split still tests
 

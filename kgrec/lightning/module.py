@@ -507,13 +507,15 @@ class KGRecModule(L.LightningModule):
         and its test metrics would count interactions it trained on.
         """
         trained_on = getattr(self, "_trained_on", None)
-        if trained_on is not None and trained_on != datamodule.train_fingerprint():
+        given = datamodule.train_fingerprint() if trained_on is not None else None
+        if trained_on is not None and trained_on != given:
+            then, now = int(trained_on.split(":")[0]), int(given.split(":")[0])
+            counts = (f"{then:,} train pairs then, {now:,} now" if then != now
+                      else f"as many train pairs, {now:,}, but not the same ones")
             raise ConfigError(
-                "this checkpoint was trained on other train interactions than the data gives "
-                f"({trained_on.split(':')[0]} train pairs then, {datamodule.train_fingerprint().split(':')[0]} "
-                "now, or the same count with others); its valid / test metrics here could count "
-                "interactions it trained on. Use the data settings it was trained with (data.split, "
-                "data.seed, data.ratios, data.path)."
+                f"this checkpoint was trained on other train interactions than the data gives ({counts}); "
+                "its valid / test metrics here could count interactions it trained on. Use the data "
+                "settings it was trained with (data.split, data.seed, data.ratios, data.path)."
             )
 
     def on_validation_start(self) -> None:
