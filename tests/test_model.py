@@ -675,6 +675,8 @@ class _RecordShard(_L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         users, items = batch
+        if batch_idx == 0:
+            Path(self.folder, f"rng{trainer.global_rank}.txt").write_text(str(torch.get_rng_state().tolist()))
         with open(Path(self.folder, f"edges{trainer.global_rank}.txt"), "a") as fh:
             fh.writelines(f"{u} {i}\n" for u, i in zip(users.tolist(), items.tolist()))
 
@@ -700,6 +702,8 @@ def test_ddp_two_cpu_processes_train_on_shards(synthetic_graph, synthetic_split,
     # the shards are disjoint: no training edge reached both ranks
     seen = [set((tmp_path / f"edges{r}.txt").read_text().split("\n")) - {""} for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 7 * 32 and not seen[0] & seen[1]
+    # and each rank draws its own random numbers (negatives, dropout): not the same stream twice
+    assert (tmp_path / "rng0.txt").read_text() != (tmp_path / "rng1.txt").read_text()
     after = module.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained weights came back
 
@@ -965,3 +969,37 @@ def test_kgrec_trains_on_the_gpu_its_device_names(device, expected):
     from kgrec.models.kgrec import trainer_devices
 
     assert trainer_devices(device) == expected
+
+
+def test_gramian_loss_survives_float16_autocast():
+    # 16-mixed precision: the d x d sums over a batch and a catalogue pass float16's 65504,
+    # which made the default ials loss inf (and every step skipped by the gradient scaler)
+    g = torch.Generator().manual_seed(0)
+    users, items = torch.randn(16384, 64, generator=g) * 0.375, torch.randn(3700, 64, generator=g) * 0.375
+    pos = items[torch.randint(0, 3700, (16384,), generator=g)]
+    reference = gramian_loss(users, pos, items, 20.0)
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = gramian_loss(users.half(), pos.half(), items.half(), 20.0, user_weight=torch.ones(16384).half())
+    assert torch.isfinite(half)
+    assert torch.allclose(half.float(), reference, rtol=1e-3)
+
+
+@pytest.mark.parametrize("sampling", ["full", "neighbor"])
+def test_fewer_train_edges_than_a_batch_still_train(synthetic_graph, synthetic_split, sampling):
+    # drop_last on a loader with less than one batch left an epoch with no step: Lightning only
+    # warned, and KGRec.fit kept the untrained weights
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling=sampling, num_neighbors=[5, 5],
+                                    batch_size=100_000)
+    module = KGRecModule(dm.graph_info, hidden_channels=8, num_negatives=8)
+    trainer = fit(module, dm, epochs=2)
+    assert trainer.global_step == 2
+
+
+def test_drop_last_looks_at_each_ranks_shard(synthetic_graph, synthetic_split):
+    from types import SimpleNamespace
+
+    num_edges = synthetic_graph.data[INTERACTS].num_edges
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, batch_size=num_edges // 2 + 1)
+    assert dm._drop_last(num_edges)  # one process: one full batch and a remainder
+    dm.trainer = SimpleNamespace(world_size=2)
+    assert not dm._drop_last(num_edges)  # each of 2 ranks holds about one batch: keep it

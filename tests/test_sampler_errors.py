@@ -146,3 +146,36 @@ def test_a_failed_batch_leaves_no_excluded_edges_behind(data):
     assert 0 in out.edge[UI].tolist()
     out = sampler.sample_from_edges(other)
     assert not sampler.csc._edge_flags[UI].any()
+
+
+def test_a_batch_that_fails_part_way_leaves_the_next_batch_correct(monkeypatch):
+    # the sampler's global -> local id buffers are shared between batches: an error half-way
+    # (out of memory, an interrupt) must not leave stale ids that relabel the next batch's edges
+    from kgrec.testing import synthetic_world
+
+    _, _, graph = synthetic_world()
+    data, et = graph.data, ("user", "interacts", "item")
+    sampler = HeteroNeighborSampler(data, [3, 3], backend="kgrec")
+    ei = data[et].edge_index
+    batch = lambda sl: EdgeSamplerInput(None, ei[0, sl], ei[1, sl], None, None, et)  # noqa: E731
+    real, calls = sampler._choose, {"n": 0}
+
+    def fails_on_the_third_call(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "_choose", fails_on_the_third_call)
+    with pytest.raises(RuntimeError, match="simulated"):
+        sampler.sample_from_edges(batch(slice(0, 16)))
+    monkeypatch.setattr(sampler, "_choose", real)
+    assert all(bool((local < 0).all()) for local in sampler.csc.local.values())
+    out = sampler.sample_from_edges(batch(slice(16, 32)))
+    checked = 0
+    for edge_type in data.edge_types:
+        rows, eids = out.row[edge_type], out.edge[edge_type]
+        if rows.numel():
+            assert torch.equal(out.node[edge_type[0]][rows], data[edge_type].edge_index[0, eids]), edge_type
+            checked += 1
+    assert checked >= 3

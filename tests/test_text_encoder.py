@@ -270,3 +270,24 @@ def test_ml100k_item_embeddings_match_sentence_transformers(tmp_path):
     assert cached.num_encoded == 0 and torch.equal(cached.embeddings, ours)
     plain = TextEncoder(device="cpu", backend="transformers", pooling="mean").encode(texts)
     assert _cosine(plain, expected).min() >= 0.999
+
+
+def test_plain_backend_without_pooling_uses_the_models_own(tmp_path):
+    # backend="transformers", pooling=None: the docstring promises the model's own
+    # sentence-transformers pooling, else mean; it used to be mean always
+    cls_model = tmp_path / "cls"
+    (cls_model / "1_Pooling").mkdir(parents=True)
+    (cls_model / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    (cls_model / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (cls_model / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 8, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    enc = TextEncoder(model=cls_model, backend="transformers")
+    assert enc.token_pooling == "cls" and enc.fingerprint()["pooling"] == "cls"
+    assert TextEncoder(model=cls_model, backend="transformers", pooling="mean").token_pooling == "mean"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    enc = TextEncoder(model=plain, backend="transformers")
+    assert enc.token_pooling == "mean" and enc.fingerprint()["pooling"] == "mean"

@@ -301,12 +301,20 @@ class KGRecDataModule(L.LightningDataModule):
         edge_index = self.graph.data[INTERACTS].edge_index
         return edge_index[0], edge_index[1]
 
+    def _drop_last(self, num_edges: int) -> bool:
+        """Drop the last, short batch only when this rank has more than one batch of edges:
+        otherwise an epoch would have no step at all (fewer train edges than ``batch_size``,
+        or a DDP shard of ``num_edges / world_size`` that is)."""
+        trainer = getattr(self, "trainer", None)
+        world = max(int(getattr(trainer, "world_size", 1) or 1), 1) if trainer is not None else 1
+        return -(-num_edges // world) > self.batch_size
+
     def train_dataloader(self):
         self._build()
         if self.sampling == "full":
             users, items = self.train_edges()
             edges = EdgeSet(users, items)
-            batches = TensorBatchSampler(RandomSampler(edges), self.batch_size, drop_last=len(users) > self.batch_size)
+            batches = TensorBatchSampler(RandomSampler(edges), self.batch_size, drop_last=self._drop_last(len(users)))
             return DataLoader(edges, batch_sampler=batches, collate_fn=_as_batch, num_workers=self.num_workers)
         from torch_geometric.loader import LinkLoader
 
@@ -315,7 +323,7 @@ class KGRecDataModule(L.LightningDataModule):
         sampler = HeteroNeighborSampler(self.graph.data, num_neighbors=self.num_neighbors)
         return LinkLoader(self.graph.data, sampler, edge_label_index=(INTERACTS, None),
                           batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          drop_last=True)
+                          drop_last=self._drop_last(self.graph.data[INTERACTS].num_edges))
 
     def _one_step(self):
         # Evaluation ranks every item for every user in one step (kgrec.eval); the loader

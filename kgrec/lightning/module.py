@@ -518,6 +518,12 @@ class KGRecModule(L.LightningModule):
                 "settings it was trained with (data.split, data.seed, data.ratios, data.path)."
             )
 
+    def on_train_start(self) -> None:
+        if self.trainer.world_size > 1:
+            # every rank was seeded alike (seed_everything, or a spawned process's default): left
+            # so, each draws the same negatives and dropout masks and DDP adds no negatives
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def on_validation_start(self) -> None:
         self.check_split(self._datamodule())
 

@@ -99,12 +99,17 @@ def gramian_loss(user: Tensor, pos_item: Tensor, items: Tensor, unobserved_weigh
             :math:`V^\top \mathrm{diag}(c)\,V`, at no extra cost.
     """
     observed = ((user * pos_item).sum(-1) - 1).pow(2).mean()
-    gram = items.t() @ (items if item_weight is None else items * item_weight.unsqueeze(-1).to(items.dtype))
-    # sum_b u_b^T G u_b = <G, U^T U>: a second d x d product instead of a (B, d) one, its
-    # elementwise product and their backward passes (with the module's per-node weight decay,
-    # a 2^20-edge full-graph step on a 100k-user synthetic world, 2 CPU threads: 7.6 s -> 4.3 s)
-    weighted = user if user_weight is None else user * user_weight.unsqueeze(-1).to(user.dtype)
-    unobserved = (gram * (user.t() @ weighted)).sum() / (user.size(0) * items.size(0))
+    # The d x d products sum over all B rows and N items: in float16 (16-mixed autocast) they
+    # pass 65504 on any real catalogue and the loss turns inf. They are cheap, so run them in
+    # float32 whatever the autocast; bf16 would survive but loses digits to the same sums.
+    with torch.autocast(device_type=user.device.type, enabled=False):
+        items32, user32 = items.float(), user.float()
+        gram = items32.t() @ (items32 if item_weight is None else items32 * item_weight.float().unsqueeze(-1))
+        # sum_b u_b^T G u_b = <G, U^T U>: a second d x d product instead of a (B, d) one, its
+        # elementwise product and their backward passes (with the module's per-node weight decay,
+        # a 2^20-edge full-graph step on a 100k-user synthetic world, 2 CPU threads: 7.6 s -> 4.3 s)
+        weighted = user32 if user_weight is None else user32 * user_weight.float().unsqueeze(-1)
+        unobserved = (gram * (user32.t() @ weighted)).sum() / (user.size(0) * items.size(0))
     return observed + unobserved_weight * unobserved
 
 

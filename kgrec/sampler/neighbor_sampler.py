@@ -308,50 +308,60 @@ class HeteroNeighborSampler(HeteroSamplerBase):
         num_sampled_nodes: Dict[NodeType, List[int]] = {}
         frontier: Dict[NodeType, Tuple[Tensor, int]] = {}
         offset: Dict[NodeType, int] = {}
-        for t in csc.node_types:
-            s = seed.get(t, empty)
-            if s.numel() > 0:
-                csc.local[t][s] = torch.arange(s.numel(), device=device)
-            nodes[t], num_sampled_nodes[t] = [s], [s.numel()]
-            frontier[t], offset[t] = (s, 0), s.numel()
-
-        rows: Dict[EdgeType, List[Tensor]] = {et: [] for et in csc.edge_types}
-        cols: Dict[EdgeType, List[Tensor]] = {et: [] for et in csc.edge_types}
-        edges: Dict[EdgeType, List[Tensor]] = {et: [] for et in csc.edge_types}
-        num_sampled_edges: Dict[EdgeType, List[int]] = {et: [] for et in csc.edge_types}
-
-        for hop in range(self.num_hops):
-            picked = []
-            candidates: Dict[NodeType, List[Tensor]] = {t: [] for t in csc.node_types}
-            for et in csc.edge_types:
-                k = self.num_neighbors[et][hop]
-                src_type, _, dst_type = et
-                front, start = frontier[dst_type]
-                if k == 0 or front.numel() == 0:
-                    picked.append((et, empty, empty, empty))
-                    continue
-                pos, owner = self._choose(et, front, k, exclusion)
-                src, eid = csc.row[et].index_select(0, pos), csc.perm[et].index_select(0, pos)
-                picked.append((et, src, owner + start, eid))
-                candidates[src_type].append(src)
-
+        # csc.local maps global ids to this batch's local ids and must be all -1 between
+        # batches: reset it in `finally`, so a batch that fails part-way (out of memory, an
+        # interrupt) cannot leave stale ids that would silently relabel the next batch's edges
+        done = False
+        try:
             for t in csc.node_types:
-                new = self._discover(t, torch.cat(candidates[t]), offset[t]) if candidates[t] else empty
-                nodes[t].append(new)
-                num_sampled_nodes[t].append(new.numel())
-                frontier[t] = (new, offset[t])
-                offset[t] += new.numel()
+                s = seed.get(t, empty)
+                if s.numel() > 0:
+                    csc.local[t][s] = torch.arange(s.numel(), device=device)
+                nodes[t], num_sampled_nodes[t] = [s], [s.numel()]
+                frontier[t], offset[t] = (s, 0), s.numel()
 
-            for et, src, dst_local, eid in picked:
-                rows[et].append(csc.local[et[0]].index_select(0, src))
-                cols[et].append(dst_local)
-                edges[et].append(eid)
-                num_sampled_edges[et].append(src.numel())
+            rows: Dict[EdgeType, List[Tensor]] = {et: [] for et in csc.edge_types}
+            cols: Dict[EdgeType, List[Tensor]] = {et: [] for et in csc.edge_types}
+            edges: Dict[EdgeType, List[Tensor]] = {et: [] for et in csc.edge_types}
+            num_sampled_edges: Dict[EdgeType, List[int]] = {et: [] for et in csc.edge_types}
 
+            for hop in range(self.num_hops):
+                picked = []
+                candidates: Dict[NodeType, List[Tensor]] = {t: [] for t in csc.node_types}
+                for et in csc.edge_types:
+                    k = self.num_neighbors[et][hop]
+                    src_type, _, dst_type = et
+                    front, start = frontier[dst_type]
+                    if k == 0 or front.numel() == 0:
+                        picked.append((et, empty, empty, empty))
+                        continue
+                    pos, owner = self._choose(et, front, k, exclusion)
+                    src, eid = csc.row[et].index_select(0, pos), csc.perm[et].index_select(0, pos)
+                    picked.append((et, src, owner + start, eid))
+                    candidates[src_type].append(src)
+
+                for t in csc.node_types:
+                    new = self._discover(t, torch.cat(candidates[t]), offset[t]) if candidates[t] else empty
+                    nodes[t].append(new)
+                    num_sampled_nodes[t].append(new.numel())
+                    frontier[t] = (new, offset[t])
+                    offset[t] += new.numel()
+
+                for et, src, dst_local, eid in picked:
+                    rows[et].append(csc.local[et[0]].index_select(0, src))
+                    cols[et].append(dst_local)
+                    edges[et].append(eid)
+                    num_sampled_edges[et].append(src.numel())
+            done = True
+        finally:
+            for t, chunks in nodes.items():
+                ids = torch.cat(chunks) if chunks else empty
+                if ids.numel() > 0:
+                    csc.local[t][ids] = -1
+            if not done:  # _discover's scratch too, should it have been interrupted
+                for t in csc.node_types:
+                    csc.first[t].fill_(torch.iinfo(torch.long).max)
         node = {t: torch.cat(chunks) for t, chunks in nodes.items()}
-        for t, ids in node.items():
-            if ids.numel() > 0:
-                csc.local[t][ids] = -1
         cat = lambda chunks: torch.cat(chunks) if chunks else empty  # noqa: E731
         return HeteroSamplerOutput(
             node=node,

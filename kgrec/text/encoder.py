@@ -263,6 +263,13 @@ class TextEncoder(BaseTextEncoder):
         return "transformers"
 
     @property
+    def token_pooling(self) -> str:
+        """The pooling the ``transformers`` backend applies: ``pooling``, else the model
+        directory's own sentence-transformers pooling (as the docstring promises), else mean."""
+        own = _st_pooling_mode(self._path) if self.pooling is None and self._path is not None else None
+        return self.pooling or own or "mean"
+
+    @property
     def model_source(self) -> str:
         """The local directory or hub name the weights come from."""
         return str(self._path) if self._path is not None else str(self._hub_name)
@@ -299,7 +306,7 @@ class TextEncoder(BaseTextEncoder):
                 "model": model_id,
                 "revision": revision,
                 "backend": self.backend,
-                "pooling": self.pooling or "model-default",
+                "pooling": self.token_pooling if self.backend == "transformers" else self.pooling or "model-default",
                 "max_length": self.max_length or "model-default",
                 "normalize": self.normalize,
                 "dtype": self.dtype,
@@ -437,7 +444,7 @@ class TextEncoder(BaseTextEncoder):
                 [texts[i] for i in idx], padding=True, truncation=True, max_length=limit, return_tensors="pt",
             ).to(self.device)
             hidden = self._model(**batch).last_hidden_state
-            pooled = pool_tokens(hidden.float(), batch["attention_mask"], self.pooling or "mean")
+            pooled = pool_tokens(hidden.float(), batch["attention_mask"], self.token_pooling)
             if self.normalize:
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[torch.as_tensor(idx)] = pooled.cpu()
