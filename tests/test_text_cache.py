@@ -197,3 +197,26 @@ def test_dimension_change_seen_only_while_encoding_is_refused(tmp_path, caplog):
     assert out.embeddings.shape == (4, 16) and out.num_cached == 0
     assert torch.allclose(out.embeddings, enc.encode(TEXTS))
     assert cache.encode(_OpaqueEncoder(dim=16), TEXTS).num_cached == 3
+
+
+def test_compaction_keeps_a_shard_another_process_wrote_meanwhile(tmp_path, monkeypatch):
+    # two processes share a cache (DDP ranks, two notebooks): compacting must delete only the
+    # shards it merged, not one another process wrote after this one listed the folder
+    enc = HashingTextEncoder(dim=8)
+    texts = [f"text number {k}" for k in range(25)]
+    cache = EmbeddingCache(tmp_path, chunk_size=4, max_shards=3)
+    cache.encode(enc, texts)
+    others = ["written by another rank", "while this one compacted"]
+    real_compact = EmbeddingCache._compact
+
+    def another_writes_before_the_merge(self, *args, **kwargs):
+        # after this process listed and read the shards, before it merges them
+        monkeypatch.setattr(EmbeddingCache, "_compact", real_compact)
+        EmbeddingCache(tmp_path, max_shards=100).encode(HashingTextEncoder(dim=8), others)  # the other process
+        return real_compact(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingCache, "_compact", another_writes_before_the_merge)
+    again = cache.encode(HashingTextEncoder(dim=8), texts)  # loading compacts
+    assert again.num_encoded == 0
+    assert len(list(cache.path_for(enc).glob("shard-*.npz"))) == 2  # the merged one and the other's
+    assert EmbeddingCache(tmp_path).encode(HashingTextEncoder(dim=8), others).num_encoded == 0

@@ -291,3 +291,22 @@ def test_plain_backend_without_pooling_uses_the_models_own(tmp_path):
     (plain / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     enc = TextEncoder(model=plain, backend="transformers")
     assert enc.token_pooling == "mean" and enc.fingerprint()["pooling"] == "mean"
+
+
+def test_a_hub_model_loads_the_commit_its_cache_key_names(monkeypatch):
+    import sys
+    import types
+
+    loaded = {}
+
+    class _Recorder:
+        def __init__(self, source, **kwargs):
+            loaded.update(kwargs, source=source)
+            self.tokenizer = None
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=_Recorder))
+    enc = TextEncoder(model="someone/model", backend="sentence-transformers", device="cpu")
+    monkeypatch.setattr(enc, "_hub_commit", lambda: "a" * 40)  # what the local hub cache's refs/main names
+    enc._load()
+    assert loaded["source"] == "someone/model" and loaded["revision"] == "a" * 40
+    assert enc.fingerprint()["revision"] == "a" * 40

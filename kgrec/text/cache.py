@@ -158,6 +158,7 @@ class EmbeddingCache:
             return None, {}, []
         index: dict[str, tuple[int, int]] = {}
         shards: list[tuple[np.ndarray, np.ndarray]] = []
+        loaded: list[Path] = []
         for file in sorted(folder.glob(_SHARD_GLOB)):
             try:
                 with np.load(file, allow_pickle=False) as npz:
@@ -173,18 +174,20 @@ class EmbeddingCache:
                 return None, {}, []
             shard_id = len(shards)
             shards.append((emb, trunc))
+            loaded.append(file)
             index.update((h, (shard_id, row)) for row, h in enumerate(hashes.tolist()))
         if len(shards) > self.max_shards:
-            self._compact(folder, index, shards)
+            self._compact(folder, index, shards, loaded)
         return dim, index, shards
 
-    def _compact(self, folder: Path, index: dict[str, tuple[int, int]], shards) -> None:
-        old = sorted(folder.glob(_SHARD_GLOB))
+    def _compact(self, folder: Path, index: dict[str, tuple[int, int]], shards, loaded: Sequence[Path]) -> None:
+        """Merge the ``loaded`` shards into one. Only those are deleted: a shard another
+        process (a DDP rank, a second notebook) wrote meanwhile is not in ``index`` and stays."""
         hashes = list(index)
         emb = np.stack([shards[s][0][r] for s, r in index.values()])
         trunc = np.array([shards[s][1][r] for s, r in index.values()], dtype=bool)
         self._write_shard(folder, hashes, emb, trunc)
-        for file in old:
+        for file in loaded:
             file.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ encode

@@ -319,7 +319,10 @@ class TextEncoder(BaseTextEncoder):
             return
         source = self.model_source
         local_only = self._path is not None or self.local_files_only
-        revision = None if self._path is not None else self.revision
+        # a hub model loads the commit the local hub cache (and so the cache key) names, so a
+        # `main` moved upstream cannot put new weights' vectors under the old commit's key;
+        # not cached yet: the requested revision, downloaded (fingerprint then reads its commit)
+        revision = None if self._path is not None else (self._hub_commit() or self.revision)
         dtype_kwargs = {} if self.dtype == "float32" else {_dtype_kwarg(): _DTYPES[self.dtype]}
         try:
             if self.backend == "sentence-transformers":
