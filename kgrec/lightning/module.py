@@ -75,7 +75,10 @@ class KGRecModule(L.LightningModule):
             ``cold_weight`` 1) 0.266 against softmax's 0.292.
         temperature: Softmax temperature of the ranking loss.
         num_negatives: Uniformly sampled negative items shared by a batch (softmax), or
-            one per positive (bpr); unused by ``ials``, which covers every item.
+            one per positive (bpr); unused by ``ials``, which covers every item. Under
+            neighbour sampling "every item" and "uniformly" mean over the items of the batch's
+            sampled subgraph, which lean towards items the batch's users can reach (popular
+            ones); full-graph training covers the whole trained catalogue.
         unobserved_weight: ``ials`` only: weight of the unobserved (user, item) pairs.
         unobserved_user_power: ``ials`` only: each training edge's unobserved term is weighted
             by its user's training degree to the power ``-unobserved_user_power``, normalised to
