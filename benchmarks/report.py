@@ -37,6 +37,18 @@ def _groups(rows: Sequence[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def git_label(sha: str | None) -> str:
+    """A row's commit as the tables show it: the short sha, and ``-dirty`` where the row ran
+    with uncommitted changes under kgrec/ or benchmarks/ (never hidden by the shortening)."""
+    if not sha:
+        return "n/a"
+    return sha[:7] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
+_DIRTY_NOTE = ("`-dirty`: the row ran with uncommitted changes under kgrec/ or benchmarks/ on top of "
+               "that commit; COMMAND.txt says what is known of them.")
+
+
 def markdown_table(rows: Sequence[dict], key: str = "metrics") -> str:
     """One Markdown table: a line per row, metric columns then timings and memory."""
     cols = [c for c in _COLUMNS if any(c in (r.get(key) or {}) for r in rows)]
@@ -46,7 +58,7 @@ def markdown_table(rows: Sequence[dict], key: str = "metrics") -> str:
         values = r.get(key) or {}
         cells = [r["model"]] + [f"{values[c]:.4f}" if c in values else "" for c in cols]
         cells += [f"{r['train_seconds']:.1f}", f"{r['eval_seconds']:.1f}", f"{r['peak_memory_mb']:.0f}",
-                  (r.get("git_sha") or "n/a")[:7]]
+                  git_label(r.get("git_sha"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -135,8 +147,10 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
         seeds[(r["dataset"], r["split"])].append(r)
     for (dataset, split), group in seeds.items():
         if len({r["seed"] for r in group}) > 1:
+            varies = ("the model seed only: a temporal split is the same for every seed" if split == "temporal"
+                      else "split and model seed")
             parts += [f"## {dataset} · {split} split · mean over seeds (test)", "",
-                      "Mean ± standard deviation over the seeds each model ran with (split and model seed).", "",
+                      f"Mean ± standard deviation over the seeds each model ran with ({varies}).", "",
                       seed_summary(group), ""]
             with_valid = [r for r in group if r.get("valid")]
             if len({r["seed"] for r in with_valid}) > 1:
@@ -148,6 +162,8 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
                   f"{first['num_users']} test users ({first['skipped_users']} without test items skipped); "
                   f"device {first['device']}; git: the commit each row ran at.", "",
                   markdown_table(group), ""]
+        if any(str(r.get("git_sha", "")).endswith("-dirty") for r in group):
+            parts += [_DIRTY_NOTE, ""]
         if any(r.get("cold") for r in group):
             parts += [f"Strict cold start (ranking only the cold items; {first.get('cold_num_users')} users):", "",
                       markdown_table([r for r in group if r.get("cold")], key="cold"), ""]

@@ -37,7 +37,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.loader import LinkLoader, LinkNeighborLoader
 from torch_geometric.sampler import NegativeSampling
 
-from benchmarks.speed_rows import header, merge_rows, run_meta
+from benchmarks.speed_rows import header, merge_rows, other_run_note, run_meta, same_run, table_meta
 from kgrec.io import atomic_write_text
 from kgrec.sampler import FullGraphSampler, HeteroNeighborSampler
 
@@ -239,7 +239,7 @@ def peer_name(rows: List[dict]) -> str:
 
 
 def to_markdown(rows: List[dict]) -> str:
-    meta = rows[0] if rows else {}
+    meta = table_meta(rows)
     lines = [
         "# Sampler speed",
         "",
@@ -252,12 +252,14 @@ def to_markdown(rows: List[dict]) -> str:
         "on the loader's batches: where sampled and full-graph batches compare end to end "
         "(timed separately on a few batches, so noisier than batches/s). Rows carry the machine's load average.",
     ]
-    peer = {(r["device"], r["graph"], r["batch_size"], r["fanout"]): r["batches_per_s"]
-            for r in rows if r["impl"] == "pyg"}
+    peer_rows = {(r["device"], r["graph"], r["batch_size"], r["fanout"]): r for r in rows if r["impl"] == "pyg"}
     for r in rows:
         if (r["impl"], r["graph"], r["batch_size"], r["fanout"]) == ("kgrec", "ml-1m", 2048, "10,10"):
-            base = peer.get((r["device"], "ml-1m", 2048, "10,10"))
-            if base:
+            other = peer_rows.get((r["device"], "ml-1m", 2048, "10,10"))
+            if other and not same_run(r, other):
+                lines += ["", other_run_note(r, other, f"Headline ({r['device']}) kgrec vs PyG LinkNeighborLoader")]
+            elif other:
+                base = other["batches_per_s"]
                 lines += ["", f"**Headline ({r['device']}): ml-1m, fanout [10, 10], batch 2,048 — kgrec "
                               f"{r['batches_per_s']:.2f} batches/s vs PyG `LinkNeighborLoader` ({peer_name(rows)}) "
                               f"{base:.2f} batches/s: {r['batches_per_s'] / base:.2f}×.**"]
@@ -279,8 +281,10 @@ def to_markdown(rows: List[dict]) -> str:
         "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ratio = peer.get((r["device"], r["graph"], r["batch_size"], r["fanout"]))
-        ratio_text = f"{r['batches_per_s'] / ratio:.2f}×" if ratio and r["impl"] == "kgrec" else ""
+        other = peer_rows.get((r["device"], r["graph"], r["batch_size"], r["fanout"]))
+        ratio_text = ""
+        if other and r["impl"] == "kgrec":  # a ratio only between rows of one run
+            ratio_text = f"{r['batches_per_s'] / other['batches_per_s']:.2f}×" if same_run(r, other) else "other run"
         impl = r["impl"] + (f" ({r['pyg_backend']})" if r.get("pyg_backend") else "")
         lines.append(
             f"| {r['device']} | {r['graph']} | {r['graph_edges']:,} | {r['batch_size']:,} | {r['fanout']} | {impl} | "

@@ -42,6 +42,30 @@ def run_meta(device: str, threads: Optional[int] = None) -> dict:
             "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
 
 
+def same_run(a: dict, b: dict) -> bool:
+    """Whether two speed rows can be compared as a ratio: the same commit and thread count
+    (rows of one invocation). ``merge_rows`` keeps rows of earlier runs, so a table can hold
+    a row and its peer from different runs; their ratio would compare two machines' states."""
+    return (a.get("git_sha"), a.get("threads")) == (b.get("git_sha"), b.get("threads"))
+
+
+def other_run_note(row: dict, peer: dict, what: str) -> str:
+    """The line a table prints instead of a ratio between rows of different runs."""
+    return (f"{what}: the rows come from different runs (git {row.get('git_sha')}, {row.get('threads')} thread(s) "
+            f"vs git {peer.get('git_sha')}, {peer.get('threads')} thread(s)); no ratio. Re-run both in one "
+            "command to compare them.")
+
+
+def table_meta(rows: List[dict]) -> dict:
+    """What a table's header states: the first row's run, with the commit and thread count
+    said to be per row where the rows (merged from several runs) differ in them."""
+    meta = dict(rows[0]) if rows else {}
+    for key, label in (("git_sha", "per row (see the git column)"), ("threads", "per-row")):
+        if len({r.get(key) for r in rows}) > 1:
+            meta[key] = label
+    return meta
+
+
 def header(command: str, meta: dict) -> str:
     """The line under a speed table's title: the command and where it ran."""
     gpu = f", {meta['gpu']}" if meta.get("gpu") else ""

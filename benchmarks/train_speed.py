@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.speed_rows import header, merge_rows, run_meta
+from benchmarks.speed_rows import header, merge_rows, other_run_note, run_meta, same_run, table_meta
 from kgrec.data.scale import SCALE_KEYS
 from kgrec.io import atomic_write_text
 
@@ -242,9 +242,7 @@ def memory_slopes(rows: List[dict]) -> List[str]:
 
 
 def to_markdown(rows: List[dict]) -> str:
-    meta = dict(rows[0]) if rows else {}
-    if len({r.get("git_sha") for r in rows}) > 1:
-        meta["git_sha"] = "per row (see the git column)"
+    meta = table_meta(rows)
     lines = [
         "# Training speed",
         "",
@@ -258,7 +256,9 @@ def to_markdown(rows: List[dict]) -> str:
     lgcn = {(r["device"], r["data"]): r for r in rows if r["impl"] == "pyg-lightgcn"}
     for r in rows:
         peer = lgcn.get((r["device"], r["data"]))
-        if r["impl"] == "kgrec" and peer:
+        if r["impl"] == "kgrec" and peer and not same_run(r, peer):
+            lines += ["", other_run_note(r, peer, f"{r['data']} ({r['device']}) kgrec vs PyG LightGCN")]
+        elif r["impl"] == "kgrec" and peer:
             lines += ["", f"**{r['data']} ({r['device']}): kgrec epoch {r['epoch_s']:.3f} s (batch "
                           f"{r['batch_size']:,}) vs PyG LightGCN + BPR {peer['epoch_s']:.3f} s (batch "
                           f"{peer['batch_size']:,}): kgrec's epoch takes {r['epoch_s'] / peer['epoch_s']:.2f}× LightGCN's.**"]

@@ -275,3 +275,19 @@ def test_committed_suites_name_models_that_resolve_and_construct(suite):
         model = klass(**args)
         for key, value in args.items():
             assert getattr(model, key) == value, (suite.name, name, key)
+
+
+def test_report_shows_dirty_rows_and_what_a_temporal_seed_varies(tmp_path):
+    from benchmarks.report import main as report_main
+
+    out = tmp_path / "t"
+    assert main(["--data", "synthetic", "--models", "mostpop", "--split", "temporal,random", "--seed", "1,2",
+                 "--out", str(out), "--no-plots"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    rows[0]["git_sha"] = "0123456789ab-dirty"  # ran on uncommitted code: the table must say so
+    (out / "results.json").write_text(json.dumps(rows))
+    assert report_main([str(out), "--no-plots"]) == 0
+    text = (out / "results.md").read_text()
+    assert "| 0123456-dirty |" in text and "`-dirty`: the row ran with uncommitted changes" in text
+    assert "(the model seed only: a temporal split is the same for every seed)" in text
+    assert "(split and model seed)" in text  # the random split's summary

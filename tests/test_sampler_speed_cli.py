@@ -38,3 +38,17 @@ def test_powerlaw_graph_has_the_requested_unique_edges():
     assert (ei[0] * data["item"].num_nodes + ei[1]).unique().numel() == 100_000
     with pytest.raises(SystemExit):
         speed.main(["sampler", "--out", "x", "--device", "tpu"])
+
+
+def test_sampler_ratio_only_between_rows_of_one_run():
+    from benchmarks.sampler_speed import to_markdown
+
+    def row(impl, rate, sha):
+        return {"device": "cpu", "graph": "ml-1m", "graph_edges": 10, "batch_size": 2048, "fanout": "10,10",
+                "impl": impl, "batches_per_s": rate, "edges_per_s": 1.0, "edges_per_batch": 1.0,
+                "node_coverage": 0.5, "git_sha": sha, "threads": 2}
+    same = to_markdown([row("kgrec", 6.0, "abc"), row("pyg", 2.0, "abc")])
+    assert "3.00×" in same and "**Headline (cpu)" in same
+    mixed = to_markdown([row("kgrec", 6.0, "def"), row("pyg", 2.0, "abc")])
+    assert "3.00×" not in mixed and "| other run |" in mixed
+    assert "the rows come from different runs (git def, 2 thread(s) vs git abc, 2 thread(s)); no ratio" in mixed

@@ -100,3 +100,17 @@ def test_cuda_without_a_gpu_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit):
         speed.main(["train", "--out", str(tmp_path), "--device", "cuda"])
     assert "--device cuda needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_ratio_only_between_rows_of_one_run():
+    def row(impl, epoch_s, sha, threads):
+        return {"device": "cpu", "impl": impl, "data": "ml-1m", "train_edges": 10, "peak_memory_mb": 1.0,
+                "memory": "process peak RSS", "batch_size": 8192, "steps_per_epoch": 1, "epoch_s": epoch_s,
+                "git_sha": sha, "threads": threads}
+    same = to_markdown([row("kgrec", 1.0, "abc", 2), row("pyg-lightgcn", 4.0, "abc", 2)])
+    assert "kgrec's epoch takes 0.25× LightGCN's" in same and "2 thread(s)" in same
+    # a kgrec row re-run alone (merge_rows keeps the old LightGCN row): no ratio, and the header
+    # does not claim one thread count for both
+    mixed = to_markdown([row("kgrec", 1.0, "def", 1), row("pyg-lightgcn", 4.0, "abc", 2)])
+    assert "LightGCN's" not in mixed and "the rows come from different runs (git def, 1 thread(s) vs git abc" in mixed
+    assert "per-row thread(s)" in mixed and "git per row" in mixed
