@@ -149,6 +149,12 @@ def _is_reverse(edge_type: tuple[str, str, str]) -> bool:
     return edge_type[1].startswith("rev_")
 
 
+def _stored_key(key: str) -> str:
+    """The bundle key whose edges hold ``key``'s: itself, or a ``rev_`` type's forward type."""
+    src, rel, dst = key.split("|")
+    return edge_key((dst, rel[len("rev_"):], src)) if rel.startswith("rev_") else key
+
+
 def bundle_graph(bundle: Mapping[str, Any]) -> HeteroData:
     """The training graph a (checked) bundle holds, in its edge-type order, ``rev_`` types
     rebuilt from their forward ones; text features as fp32."""
@@ -160,9 +166,7 @@ def bundle_graph(bundle: Mapping[str, Any]) -> HeteroData:
     relations = bundle.get("edge_relations", {})
     for key in bundle.get("edge_types", list(bundle["edges"])):  # v1: every type is stored
         et = tuple(key.split("|"))
-        source = key
-        if key not in bundle["edges"]:
-            source = edge_key((et[2], et[1][len("rev_"):], et[0]))
+        source = key if key in bundle["edges"] else _stored_key(key)  # v1 stores rev_ types too
         flip = source != key
         ei = bundle["edges"][source].long()
         data[et].edge_index = ei.flip(0) if flip else ei
@@ -191,8 +195,7 @@ def check_bundle(bundle: Any, where: str) -> dict[str, Any]:
         if not (isinstance(value, torch.Tensor) and value.dim() == 2 and value.size(0) == 2):
             raise DataError(f"{where} is corrupt: edges {key!r} is not a (2, E) tensor.")
     for key in bundle.get("edge_types", []):
-        et = key.split("|")
-        forward = key if not et[1].startswith("rev_") else "|".join((et[2], et[1][len("rev_"):], et[0]))
+        forward = _stored_key(key)
         if forward not in bundle["edges"]:
             raise DataError(f"{where} is corrupt: edge type {key!r} has no stored edges ({forward!r}).")
     return bundle
