@@ -57,7 +57,9 @@ class ScoreBlend(BaseRecommender):
     ranking is drawn from), so a part that scores seen items far above the rest, as a
     reconstruction model does, is not shrunk by them. ``fit`` learns nothing beyond the
     train matrix every recommender keeps (what ``exclude_seen`` masks); the parts must
-    already be fitted on the same split and graph, which ``fit`` checks.
+    already be fitted on the same train split, which ``fit`` checks. Their graphs may differ
+    (a part built without KG edges blends with one built with them); ``blend`` fits every
+    part on one graph.
 
     Args:
         parts: Fitted recommenders over the same users and items.

@@ -191,6 +191,10 @@ def check_bundle(bundle: Any, where: str) -> dict[str, Any]:
     missing = {"vocabs", "edges", "x", "item_names"} - set(bundle)
     if missing:
         raise DataError(f"{where} is incomplete (serving data lacks {sorted(missing)}); retrain with `kgrec fit`.")
+    for key in [*bundle["edges"], *bundle.get("edge_types", [])]:
+        parts = key.split("|") if isinstance(key, str) else []
+        if len(parts) != 3 or not all(parts):
+            raise DataError(f"{where} is corrupt: edge type key {key!r} is not 'source|relation|destination'.")
     for key, value in bundle["edges"].items():
         if not (isinstance(value, torch.Tensor) and value.dim() == 2 and value.size(0) == 2):
             raise DataError(f"{where} is corrupt: edges {key!r} is not a (2, E) tensor.")

@@ -200,6 +200,17 @@ def test_check_bundle_names_where():
            "edges": {"item|has_tag|tag": torch.zeros(3, 4, dtype=torch.long)}}
     with pytest.raises(DataError, match=r"my bundle is corrupt: edges 'item\|has_tag\|tag' is not a \(2, E\) tensor"):
         check_bundle(bad, "my bundle")
+    good = torch.zeros(2, 4, dtype=torch.long)
+    for key in ["item|tag", "item||tag", "a|b|c|d", 7]:
+        for where_bad in ("edges", "edge_types"):
+            bundle = {**bad, "edges": {"item|has_tag|tag": good}, "edge_types": ["item|has_tag|tag"]}
+            if where_bad == "edges":
+                bundle["edges"] = {**bundle["edges"], key: good}
+            else:
+                bundle["edge_types"] = [*bundle["edge_types"], key]
+            with pytest.raises(DataError, match=rf"my bundle is corrupt: edge type key {re.escape(repr(key))} "
+                                                r"is not 'source\|relation\|destination'"):
+                check_bundle(bundle, "my bundle")
 
 
 def test_tags_and_attributes_of_a_model_trained_without_side_info(tmp_path, monkeypatch):
