@@ -35,6 +35,12 @@ def edge_key(edge_type: tuple[str, str, str]) -> str:
     return "|".join(edge_type)
 
 
+def parse_edge_key(key: Any) -> tuple[str, str, str] | None:
+    """The inverse of :func:`edge_key`; ``None`` when ``key`` is not three non-empty names."""
+    parts = tuple(key.split("|")) if isinstance(key, str) else ()
+    return parts if len(parts) == 3 and all(parts) else None  # type: ignore[return-value]
+
+
 def encoder_spec(encoder) -> dict[str, Any] | None:
     """``{"class_path", "init_args"}`` of a text encoder, from its ``__init__`` signature.
 
@@ -151,7 +157,7 @@ def _is_reverse(edge_type: tuple[str, str, str]) -> bool:
 
 def _stored_key(key: str) -> str:
     """The bundle key whose edges hold ``key``'s: itself, or a ``rev_`` type's forward type."""
-    src, rel, dst = key.split("|")
+    src, rel, dst = parse_edge_key(key)
     return edge_key((dst, rel[len("rev_"):], src)) if rel.startswith("rev_") else key
 
 
@@ -165,7 +171,7 @@ def bundle_graph(bundle: Mapping[str, Any]) -> HeteroData:
         data[nt].x = x.float()
     relations = bundle.get("edge_relations", {})
     for key in bundle.get("edge_types", list(bundle["edges"])):  # v1: every type is stored
-        et = tuple(key.split("|"))
+        et = parse_edge_key(key)
         source = key if key in bundle["edges"] else _stored_key(key)  # v1 stores rev_ types too
         flip = source != key
         ei = bundle["edges"][source].long()
@@ -192,8 +198,7 @@ def check_bundle(bundle: Any, where: str) -> dict[str, Any]:
     if missing:
         raise DataError(f"{where} is incomplete (serving data lacks {sorted(missing)}); retrain with `kgrec fit`.")
     for key in [*bundle["edges"], *bundle.get("edge_types", [])]:
-        parts = key.split("|") if isinstance(key, str) else []
-        if len(parts) != 3 or not all(parts):
+        if parse_edge_key(key) is None:
             raise DataError(f"{where} is corrupt: edge type key {key!r} is not 'source|relation|destination'.")
     for key, value in bundle["edges"].items():
         if not (isinstance(value, torch.Tensor) and value.dim() == 2 and value.size(0) == 2):

@@ -213,6 +213,13 @@ def test_check_bundle_names_where():
                 check_bundle(bundle, "my bundle")
 
 
+def test_parse_edge_key_inverts_edge_key():
+    from kgrec.serving import edge_key, parse_edge_key
+
+    assert parse_edge_key(edge_key(("item", "rev_has_tag", "tag"))) == ("item", "rev_has_tag", "tag")
+    assert [parse_edge_key(k) for k in ("item|tag", "item||tag", "a|b|c|d", 7)] == [None] * 4
+
+
 def test_tags_and_attributes_of_a_model_trained_without_side_info(tmp_path, monkeypatch):
     # build_graph keeps an empty tag node type: the check must look at the count, and name
     # what the caller passed (tags for add_item, attributes for recommend_new_user)

@@ -305,8 +305,7 @@ class KGRecDataModule(L.LightningDataModule):
         """Drop the last, short batch only when this rank has more than one batch of edges:
         otherwise an epoch would have no step at all (fewer train edges than ``batch_size``,
         or a DDP shard of ``num_edges / world_size`` that is)."""
-        trainer = getattr(self, "trainer", None)
-        world = max(int(getattr(trainer, "world_size", 1) or 1), 1) if trainer is not None else 1
+        world = self.trainer.world_size if self.trainer is not None else 1
         return -(-num_edges // world) > self.batch_size
 
     def train_dataloader(self):

@@ -510,8 +510,10 @@ class KGRecModule(L.LightningModule):
         and its test metrics would count interactions it trained on.
         """
         trained_on = getattr(self, "_trained_on", None)
-        given = datamodule.train_fingerprint() if trained_on is not None else None
-        if trained_on is not None and trained_on != given:
+        if trained_on is None:  # a fresh module, or a checkpoint saved before kgrec recorded it
+            return
+        given = datamodule.train_fingerprint()
+        if trained_on != given:
             then, now = int(trained_on.split(":")[0]), int(given.split(":")[0])
             counts = (f"{then:,} train pairs then, {now:,} now" if then != now
                       else f"as many train pairs, {now:,}, but not the same ones")
