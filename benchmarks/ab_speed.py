@@ -197,7 +197,7 @@ def plot(runs: Sequence[dict], out: Path) -> Path:
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if side else "s",
                 label=f"{('base', 'head')[side]} {runs_sha(runs, side)[:7]}: {config} ({field})")
     ax.set_xlabel("turn (runs alternate between the commits)")
-    ax.set_ylabel("value")
+    ax.set_ylabel(" / ".join(sorted({field for _, _, field in series})))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     path = out / "ab_speed.png"
