@@ -199,7 +199,7 @@ def plot(runs: Sequence[dict], out: Path) -> Path:
     ax.set_xlabel("turn (runs alternate between the commits)")
     ax.set_ylabel(" / ".join(sorted({field for _, _, field in series})))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # below: never over the points
     path = out / "ab_speed.png"
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
