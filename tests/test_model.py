@@ -305,10 +305,10 @@ def test_bad_model_arguments(synthetic_graph):
 
 
 # ---------------------------------------------------------------- training
-def fit(module, dm, epochs=3, **trainer_kwargs):
+def fit(module, dm, epochs=3, accelerator="cpu", **trainer_kwargs):
     import lightning as L
 
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
                         **trainer_kwargs)
     trainer.fit(module, dm)
@@ -549,6 +549,36 @@ def test_neighbor_sampled_training_runs(synthetic_graph, synthetic_split):
     assert "ndcg@20" in module.last_eval["valid"]
 
 
+def test_sampled_loader_and_module_share_one_graph_copy(synthetic_graph, synthetic_split):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling="neighbor",
+                                    num_neighbors=[5, 5], batch_size=64)
+    module = KGRecModule(dm.graph_info, hidden_channels=8)
+    trainer = fit(module, dm, epochs=1)
+    loader = trainer.train_dataloader
+    copy = dm.graph_on("cpu")
+    assert loader.data is copy and loader.link_sampler.device == torch.device("cpu")
+    assert module.full_graph()[0] is copy  # evaluation reuses it: the graph sits on the device once
+    assert dm.graph_on(torch.device("cpu")) is copy
+    dm.graph = synthetic_world(seed=3)[2]  # a new graph gets a new copy, not the stale one
+    assert dm.graph_on("cpu") is not copy and dm.graph_on("cpu").metadata() == dm.graph.data.metadata()
+
+
+@pytest.mark.parametrize("sampling_device, workers, expected", [
+    ("auto", 0, "cuda:0"),  # the whole sampling loop stays on the trainer's GPU
+    ("auto", 2, "cpu"),  # forked workers cannot use CUDA: they sample on the host
+    ("cpu", 0, "cpu"),
+])
+def test_neighbor_sampling_runs_on_the_trainers_device(synthetic_graph, synthetic_split, sampling_device, workers,
+                                                       expected):
+    from types import SimpleNamespace
+
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling="neighbor",
+                                    sampling_device=sampling_device, num_workers=workers)
+    assert dm._sample_on() == torch.device("cpu")  # no trainer yet
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), world_size=1)
+    assert dm._sample_on() == torch.device(expected)
+
+
 def test_checkpoint_from_a_different_graph_is_refused(synthetic_graph, synthetic_split):
     dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split)
     module = KGRecModule(dm.graph_info)
@@ -712,6 +742,7 @@ def test_ddp_two_cpu_processes_train_on_shards(synthetic_graph, synthetic_split,
     ({"sampling": "random-walk"}, r"'sampling' parameter must be one of \{'full', 'neighbor'\}; got 'random-walk'"),
     ({"batch_size": 0}, "'batch_size' parameter must be a positive integer; got 0"),
     ({"num_neighbors": [10, 0]}, r"num_neighbors must be positive \(or -1 for all\); got \[10, 0\]"),
+    ({"sampling_device": "cuda"}, r"'sampling_device' parameter must be one of \{'auto', 'cpu'\}; got 'cuda'"),
 ])
 def test_datamodule_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -822,6 +853,21 @@ def test_training_on_cuda_matches_cpu(precision):
         assert gpu_ndcg == pytest.approx(cpu_ndcg, abs=0.01)
     else:  # bf16 matmuls train a slightly different model, not a broken one
         assert gpu_item.dtype == torch.float32 and gpu_ndcg > 0.5 * cpu_ndcg
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="samples on a CUDA device; needs a GPU")
+def test_neighbor_sampling_on_cuda_keeps_the_graph_on_the_device(synthetic_graph, synthetic_split):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling="neighbor",
+                                    num_neighbors=[5, 5], batch_size=64)
+    module = KGRecModule(dm.graph_info, hidden_channels=8)
+    trainer = fit(module, dm, epochs=2, accelerator="gpu", devices=1)
+    loader, copy = trainer.train_dataloader, dm.graph_on(module.device)
+    assert module.device.type == "cuda" and loader.link_sampler.device == module.device
+    assert loader.data is copy and module.full_graph()[0] is copy and copy.is_cuda
+    batch = next(iter(loader))
+    assert batch["user"].n_id.is_cuda and batch[INTERACTS].edge_index.is_cuda and batch[INTERACTS].edge_label_index.is_cuda
+    assert synthetic_graph.data.is_cuda is False  # the caller's graph stays on the host
+    assert module.last_eval["valid"]["ndcg@20"] > 0
 
 
 def test_train_edges_are_the_split_train_rows(synthetic_graph, synthetic_split):
@@ -942,7 +988,7 @@ def test_id_dropout_trains_items_as_if_cold(synthetic_graph):
     assert ((model.input_embeddings(data)["item"] - text).abs().sum(-1) > 1e-7).all()  # never at evaluation
 
 
-def test_final_embeddings_leave_the_callers_graph_where_it_is(synthetic_graph):
+def test_final_embeddings_leave_the_callers_graph_where_it_is(synthetic_graph, synthetic_split):
     # KGRec.fit reads its final embeddings from the caller's own graph (no KG pruning to copy
     # it); on a GPU, PyG's in-place .to moved that graph to the device and broke the next CPU
     # model fitted on it. The meta device stands in for CUDA, a probe for the network.
@@ -958,7 +1004,7 @@ def test_final_embeddings_leave_the_callers_graph_where_it_is(synthetic_graph):
             return {"item": data[INTERACTS].edge_index}
 
     module = SimpleNamespace(device=torch.device("meta"), model=_Probe(), eval=lambda: None)
-    out = _embeddings(module, SimpleNamespace(graph=synthetic_graph))
+    out = _embeddings(module, KGRecDataModule.from_graph(synthetic_graph, synthetic_split))
     assert out["item"].device.type == "meta"
     assert synthetic_graph.data[INTERACTS].edge_index.device.type == "cpu"
 

@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, T
 from kgrec.data import load_dataset
 from kgrec.data.scale import SCALE_DATASET, check_scale, make_scale_world
 from kgrec.errors import ConfigError, DataError
-from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, prune_entities
+from kgrec.graph import INTERACTS, GraphData, build_graph, build_vocabs, data_on, prune_entities
 from kgrec.split import Split, check_ratios, split_dataset
 from kgrec.text.base import BaseTextEncoder
 
@@ -111,6 +111,11 @@ class KGRecDataModule(L.LightningDataModule):
             model's ``num_layers``.
         batch_size: Supervision edges per training step.
         num_workers: DataLoader workers (0 keeps sampling in the main process).
+        sampling_device: Where ``neighbor`` sampling runs. ``auto``: on the trainer's device
+            when ``num_workers`` is 0, so on a GPU the graph, its features and the sampler stay
+            on the device and a batch is never copied from the host; on the CPU when workers
+            sample (a forked worker cannot use CUDA). ``cpu``: always on the host (a graph
+            larger than the GPU's free memory; the sampler refuses one that does not fit).
         cache_dir: Dataset and embedding cache root (``None``: ``$KGREC_CACHE_DIR``).
         scale: Sizes of the ``synthetic-scale`` graph (``path: synthetic-scale`` only): any of
             ``users``, ``items``, ``edges`` (interactions before the split), ``text_dim`` and
@@ -142,6 +147,7 @@ class KGRecDataModule(L.LightningDataModule):
         num_neighbors: Sequence[int] = (10, 10),
         batch_size: int = 2048,
         num_workers: int = 0,
+        sampling_device: Literal["auto", "cpu"] = "auto",
         cache_dir: Optional[str] = None,
         scale: Optional[dict[str, int]] = None,
     ) -> None:
@@ -152,6 +158,8 @@ class KGRecDataModule(L.LightningDataModule):
             raise ConfigError(f"The 'batch_size' parameter must be a positive integer; got {batch_size}.")
         if any(int(n) == 0 or int(n) < -1 for n in num_neighbors):
             raise ConfigError(f"num_neighbors must be positive (or -1 for all); got {list(num_neighbors)}.")
+        if sampling_device not in ("auto", "cpu"):
+            raise ConfigError(f"The 'sampling_device' parameter must be one of {{'auto', 'cpu'}}; got {sampling_device!r}.")
         self.save_hyperparameters(ignore=["text_encoder"])
         self.path = path
         self.split_strategy = split
@@ -168,6 +176,7 @@ class KGRecDataModule(L.LightningDataModule):
         self.num_neighbors = [int(n) for n in num_neighbors]
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.sampling_device = sampling_device
         self.cache_dir = cache_dir
         self.scale = None
         if path == SCALE_DATASET:
@@ -187,6 +196,7 @@ class KGRecDataModule(L.LightningDataModule):
         self.dataset = None
         self.split: Split | None = None
         self.graph: GraphData | None = None
+        self._graph_copy: tuple | None = None  # (device, source HeteroData, its copy there)
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -289,6 +299,25 @@ class KGRecDataModule(L.LightningDataModule):
             self._fingerprint = f"{h.size}:{total:016x}:{mixed:016x}"
         return self._fingerprint
 
+    def graph_on(self, device: torch.device | str):
+        """The training graph (``graph.data``) on ``device``, copied there once.
+
+        The sampled loader and the module's full-graph passes (full-graph training, evaluation)
+        share this one copy, so a GPU holds the graph and its text features once, not twice.
+        """
+        self._build()
+        device = torch.device(device)
+        cached = self._graph_copy
+        if cached is None or cached[0] != device or cached[1] is not self.graph.data:
+            self._graph_copy = cached = (device, self.graph.data, data_on(self.graph.data, device))
+        return cached[2]
+
+    def _sample_on(self) -> torch.device:
+        """The device ``neighbor`` sampling runs on (see ``sampling_device``)."""
+        if self.sampling_device == "cpu" or self.num_workers > 0 or self.trainer is None:
+            return torch.device("cpu")
+        return self.trainer.strategy.root_device
+
     # ------------------------------------------------------------ loaders
     def train_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         """TRAIN (user, item) index pairs, each ``(num_train,)``.
@@ -319,8 +348,10 @@ class KGRecDataModule(L.LightningDataModule):
 
         from kgrec.sampler import HeteroNeighborSampler
 
-        sampler = HeteroNeighborSampler(self.graph.data, num_neighbors=self.num_neighbors)
-        return LinkLoader(self.graph.data, sampler, edge_label_index=(INTERACTS, None),
+        device = self._sample_on()
+        data = self.graph_on(device)
+        sampler = HeteroNeighborSampler(data, num_neighbors=self.num_neighbors, device=device)
+        return LinkLoader(data, sampler, edge_label_index=(INTERACTS, None),
                           batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
                           drop_last=self._drop_last(self.graph.data[INTERACTS].num_edges))
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError
-from kgrec.graph import INTERACTS, data_on
+from kgrec.graph import INTERACTS
 from kgrec.io import atomic_write_text
 from kgrec.nn import KGRecModel, alignment_loss, bpr_loss, gramian_loss, sampled_softmax_loss
 
@@ -280,8 +280,7 @@ class KGRecModule(L.LightningModule):
     def full_graph(self) -> tuple[HeteroData, Any]:
         """The training graph on this module's device and its flattened propagation layout."""
         if self._full is None or self._full_device != self.device:
-            dm = self._datamodule()
-            self._full = data_on(dm.graph.data, self.device)
+            self._full = self._datamodule().graph_on(self.device)
             self._flat = self.model.flatten(self._full)
             self._full_device = self.device
         return self._full, self._flat

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from kgrec.base import BaseRecommender
 from kgrec.errors import ConfigError
-from kgrec.graph import data_on, prune_entities
+from kgrec.graph import prune_entities
 
 __all__ = ["KGRec"]
 
@@ -282,5 +282,5 @@ def trainer_devices(device: str) -> tuple[str, int | list[int]]:
 @torch.no_grad()
 def _embeddings(module, dm) -> dict[str, torch.Tensor]:
     module.eval()
-    data = data_on(dm.graph.data, module.device)
+    data = dm.graph_on(module.device)  # the copy training used, when it was on this device
     return module.model(data, module.model.flatten(data))

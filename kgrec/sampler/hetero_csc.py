@@ -104,7 +104,8 @@ class HeteroCSC:
             raise ConfigError(
                 f"The graph is too large for device '{self.device}': its CSC and relabel buffers need "
                 f"{_format_bytes(self.nbytes)} ({self.nbytes} bytes) but only {_format_bytes(limit)} "
-                f"({limit} bytes) are available. Use a device with more memory (device='cpu'), "
+                f"({limit} bytes) are available. Use a device with more memory (device='cpu'; in a kgrec "
+                f"config, data.sampling_device: cpu), "
                 f"drop edge types the model does not use, or pass a larger max_bytes."
             )
 
