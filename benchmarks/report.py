@@ -8,6 +8,8 @@ same model, dataset, split and seed is replaced) and their ``COMMAND.txt`` lines
 ``--drop NAME [NAME ...]`` removes the rows of models that no longer exist (say, a
 benchmark variant folded into the default). Where a (dataset, split) ran with several
 seeds, ``results.md`` also gets a table of each model's mean and standard deviation.
+Rows with per-user metrics get paired comparison tables against ``--reference MODEL``
+(default ``kgrec``) and ``DIR/paired.json`` (:mod:`benchmarks.paired`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from benchmarks.paired import PAIRED_NOTE, copy_per_user, paired_comparisons, paired_table, remove_per_user
+from kgrec.errors import KGRecError
 from kgrec.io import atomic_write
 
 __all__ = ["markdown_table", "seed_summary", "write_plots", "write_report"]
@@ -129,11 +133,18 @@ def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
     return written
 
 
-def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = True) -> Path:
-    """Write ``out/results.md`` (and the PNG plots); returns the Markdown path."""
+def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = True,
+                 reference: str = "kgrec") -> Path:
+    """Write ``out/results.md`` (and the PNG plots); returns the Markdown path.
+
+    Where the ``reference`` model and others of a (dataset, split, seed) have per-user
+    metrics, ``results.md`` also compares them user by user and ``out/paired.json`` holds
+    every comparison (see :mod:`benchmarks.paired`).
+    """
     from benchmarks.run import write_atomic
 
     out = Path(out)
+    all_paired: list[dict] = []
     parts = ["# Benchmark results", ""]
     commands = sorted({r.get("command") for r in rows if r.get("command")})
     if commands:
@@ -170,8 +181,20 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
         if any(r.get("valid") for r in group):
             parts += [f"Validation ({_VALID_NOTE}; eval s is the test evaluation):", "",
                       markdown_table([r for r in group if r.get("valid")], key="valid"), ""]
+        for key, title in (("per_user", "Paired differences (test)"),
+                           ("cold_per_user", "Paired differences (strict cold start)")):
+            paired = paired_comparisons(group, out, reference, key=key)
+            if paired:
+                parts += [f"{title}: {reference} minus each model over the same {paired[0]['num_users']:,} users "
+                          "(see *Paired differences* above):", "", paired_table(paired), ""]
+                all_paired += paired
+    if all_paired:  # said once, above the first table
+        at = next(i for i, p in enumerate(parts) if p.startswith("Full ranking over all items")) + 2
+        parts[at:at] = [PAIRED_NOTE, ""]
     path = out / "results.md"
     write_atomic(path, "\n".join(parts))
+    if all_paired:
+        write_atomic(out / "paired.json", json.dumps(all_paired, indent=2) + "\n")
     if plots and rows:
         write_plots(rows, out)
     return path
@@ -197,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
                         help="relabel a model's rows (e.g. when a default changed: kgrec=kgrec-nopow); "
                              "their config still records what ran")
+    parser.add_argument("--reference", default=None, metavar="MODEL",
+                        help="the model the paired tables compare every other model with (default: kgrec)")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     out = Path(args.dir)
@@ -207,7 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (other / "results.json").is_file():
             print(f"error: --merge {other}: no results.json there.", file=sys.stderr)
             return 2
-        rows = merge_rows(rows, json.loads((other / "results.json").read_text()))
+        extra = json.loads((other / "results.json").read_text())
+        try:
+            for row in extra:
+                copy_per_user(other, out, row)
+        except KGRecError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        rows = merge_rows(rows, extra)
         if (other / "COMMAND.txt").is_file():
             commands += (other / "COMMAND.txt").read_text()
     unknown = sorted(set(args.drop) - {r["model"] for r in rows})
@@ -215,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --drop {', '.join(unknown)}: no such model in {path}; it has "
               f"{', '.join(sorted({r['model'] for r in rows}))}.", file=sys.stderr)
         return 2
-    rows = [r for r in rows if r["model"] not in set(args.drop)]
+    kept = [r for r in rows if r["model"] not in set(args.drop)]
+    remove_per_user(out, [r for r in rows if r["model"] in set(args.drop)], keep=kept)
+    rows = kept
     for pair in args.rename:
         old, sep, new = pair.partition("=")
         present = {r["model"] for r in rows}
@@ -240,7 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd += ["--drop", *args.drop] if args.drop else []
         cmd += ["--rename", *args.rename] if args.rename else []
         write_atomic(out / "COMMAND.txt", commands + " ".join(cmd) + "\n")
-    print(write_report(rows, out, plots=not args.no_plots))
+    if args.reference is not None and args.reference not in {r["model"] for r in rows}:
+        print(f"error: --reference {args.reference}: no model of that name in {path}; it has "
+              f"{', '.join(sorted({r['model'] for r in rows}))}.", file=sys.stderr)
+        return 2
+    try:
+        print(write_report(rows, out, plots=not args.no_plots, reference=args.reference or "kgrec"))
+    except KGRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

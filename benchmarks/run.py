@@ -7,7 +7,9 @@ Command line (DESIGN.md, "Benchmarks")::
     python -m benchmarks.run --suite benchmarks/suites/ml100k.yaml --out DIR
 
 writes ``DIR/results.json`` (one row per model x split x seed), ``DIR/results.md``,
-PNG plots and ``DIR/COMMAND.txt`` (the command line that produced them). ``--valid`` adds
+PNG plots, ``DIR/COMMAND.txt`` (the command line that produced them) and each row's
+per-user test metrics under ``DIR/per_user/`` (what the report's paired comparisons
+read; see :mod:`benchmarks.paired`). ``--valid`` adds
 each model's validation metrics to its row and a validation table to the report: the
 numbers to choose settings and defaults by, so that choice never reads the test set.
 
@@ -38,6 +40,7 @@ from typing import Any, Sequence
 import torch
 import yaml
 
+from benchmarks.paired import per_user_path, write_per_user
 from benchmarks.speed_rows import git_sha
 from kgrec.base import BaseRecommender
 from kgrec.io import atomic_write_text
@@ -306,10 +309,10 @@ def run(
                     start = time.perf_counter()
                     model.fit(split, graph)
                     train_s = time.perf_counter() - start
-                    result = evaluate(model, split, graph, on="test", ks=ks)
+                    result = evaluate(model, split, graph, on="test", ks=ks, per_user=True)
                     cold = None
                     if split.cold_items:
-                        cold = evaluate(model, split, graph, on="test", ks=ks, cold_only=True)
+                        cold = evaluate(model, split, graph, on="test", ks=ks, cold_only=True, per_user=True)
                     on_valid = evaluate(model, split, graph, on="valid", ks=ks) if valid else None
                 eval_s = result.seconds + (cold.seconds if cold else 0.0)
                 config = {"class_path": f"{klass.__module__}.{klass.__qualname__}",
@@ -335,6 +338,12 @@ def run(
                     "cold_num_users": cold.num_users if cold else None,
                     "data_report": _jsonable(getattr(dataset, "report", {}) or {}),
                     "best_epoch": getattr(model, "best_epoch_", None),
+                    # per-user test metrics, for paired comparisons (benchmarks.paired)
+                    "per_user": write_per_user(out, per_user_path(dataset.name, split.strategy, seed, name),
+                                               result.per_user),
+                    "cold_per_user": (write_per_user(out, per_user_path(dataset.name, split.strategy, seed, name,
+                                                                        cold=True), cold.per_user)
+                                      if cold else None),
                     "torch_threads": torch.get_num_threads(),
                     "command": command,
                 }

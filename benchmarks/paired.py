@@ -1,0 +1,154 @@
+"""Per-user metric files of benchmark rows, and the paired comparison tables built from them.
+
+``benchmarks.run`` stores, beside each row, the per-user test metrics of that model
+(``per_user/<dataset>__<split>__seed<seed>__<model>.parquet``, and ``...__cold.parquet``
+for the strict cold-start ranking of a ``cold_item`` split); the row names the file
+(``"per_user"``, ``"cold_per_user"``, relative to the results directory). From them
+``benchmarks.report`` compares one reference model with every other model of the same
+dataset, split and seed, user by user (:func:`kgrec.eval.compare_paired`): the difference
+of means, its bootstrap confidence interval, paired t-test and Wilcoxon p-values, and the
+smallest difference that split could detect. A table of means cannot say whether a gap of
+0.003 NDCG@20 is a gap at all; this one does.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from kgrec.errors import ConfigError
+from kgrec.eval import compare_paired
+from kgrec.io import atomic_write
+
+__all__ = ["PER_USER_KEYS", "per_user_path", "write_per_user", "read_per_user", "copy_per_user",
+           "remove_per_user", "paired_comparisons", "paired_table"]
+
+#: Row keys that name a per-user file, and the metrics block each belongs to.
+PER_USER_KEYS = {"per_user": "metrics", "cold_per_user": "cold"}
+
+#: Metrics the paired tables compare.
+PAIRED_METRICS = ("recall@20", "ndcg@20")
+
+
+def per_user_path(dataset: str, split: str, seed: int, model: str, cold: bool = False) -> str:
+    """The file of a row's per-user metrics, relative to its results directory."""
+    name = re.sub(r"[^A-Za-z0-9._=+-]+", "_", f"{dataset}__{split}__seed{seed}__{model}")
+    return f"per_user/{name}{'__cold' if cold else ''}.parquet"
+
+
+def write_per_user(out: Path, relative: str, frame: pd.DataFrame) -> str:
+    """Write ``frame`` (``EvalResult.per_user``) to ``out / relative`` atomically; returns ``relative``."""
+    atomic_write(Path(out) / relative, lambda fh: frame.to_parquet(fh, index=False))
+    return relative
+
+
+def read_per_user(out: Path, row: dict, key: str = "per_user") -> pd.DataFrame | None:
+    """The per-user frame a row names under ``key`` (``None`` when the row has none).
+
+    Raises:
+        ConfigError: the row names a file that is not there.
+    """
+    relative = row.get(key)
+    if not relative:
+        return None
+    path = Path(out) / relative
+    if not path.is_file():
+        raise ConfigError(f"row {row['model']!r} ({row['dataset']} {row['split']} seed {row['seed']}) names "
+                          f"per-user metrics {relative!r}, but {path} does not exist; re-run that model, or "
+                          f"drop the row (python -m benchmarks.report {out} --drop {row['model']}).")
+    return pd.read_parquet(path)
+
+
+def copy_per_user(source: Path, target: Path, row: dict) -> None:
+    """Copy the per-user files a row of ``source`` names into ``target`` (``--merge``)."""
+    for key in PER_USER_KEYS:
+        relative = row.get(key)
+        if not relative:
+            continue
+        src = Path(source) / relative
+        if not src.is_file():
+            raise ConfigError(f"--merge {source}: row {row['model']!r} ({row['split']} seed {row['seed']}) "
+                              f"names per-user metrics {relative!r}, which {source} does not have.")
+        dst = Path(target) / relative
+        if src.resolve() != dst.resolve():
+            atomic_write(dst, lambda fh, src=src: fh.write(src.read_bytes()))
+
+
+def remove_per_user(out: Path, rows: Sequence[dict], keep: Sequence[dict]) -> None:
+    """Delete the per-user files named by ``rows`` that no row of ``keep`` names (``--drop``)."""
+    kept = {r.get(k) for r in keep for k in PER_USER_KEYS}
+    for row in rows:
+        for key in PER_USER_KEYS:
+            relative = row.get(key)
+            if relative and relative not in kept and (Path(out) / relative).is_file():
+                (Path(out) / relative).unlink()
+
+
+def paired_comparisons(rows: Sequence[dict], out: Path, reference: str, key: str = "per_user",
+                       metrics: Sequence[str] = PAIRED_METRICS, seed: int = 0) -> list[dict]:
+    """``reference`` minus every other model of ``rows`` (one dataset, split and seed), per metric.
+
+    Rows without per-user metrics under ``key`` are left out; so is everything when the
+    reference has none. Each result is :meth:`PairedComparison.to_dict` plus the models.
+    """
+    ref = next((r for r in rows if r["model"] == reference), None)
+    ref_frame = read_per_user(out, ref, key) if ref is not None else None
+    if ref_frame is None:
+        return []
+    results = []
+    for row in rows:
+        if row is ref:
+            continue
+        frame = read_per_user(out, row, key)
+        if frame is None:
+            continue
+        for metric in metrics:
+            comparison = compare_paired(ref_frame, frame, metric=metric, seed=seed).to_dict()
+            results.append({"reference": reference, "model": row["model"], "dataset": row["dataset"],
+                            "split": row["split"], "seed": row["seed"],
+                            "on": "cold" if key == "cold_per_user" else "test", **comparison})
+    return results
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}"
+
+
+def paired_table(comparisons: Sequence[dict]) -> str:
+    """A Markdown table of :func:`paired_comparisons`: a line per compared model."""
+    by_model: dict[str, dict[str, dict]] = {}
+    for c in comparisons:
+        by_model.setdefault(c["model"], {})[c["metric"]] = c
+    metrics = [m for m in PAIRED_METRICS if any(m in v for v in by_model.values())]
+    head = ["model", "users"]
+    for m in metrics:
+        head += [f"Δ {m} (95% CI)", "rel.", "p (t)", "p (Wilcoxon)", "detectable"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, per_metric in by_model.items():
+        first = next(iter(per_metric.values()))
+        cells = [model, f"{first['num_users']:,}"]
+        for m in metrics:
+            c = per_metric.get(m)
+            if c is None:
+                cells += [""] * 5
+                continue
+            cells += [f"{_signed(c['difference'])} ({_signed(c['ci_low'])}, {_signed(c['ci_high'])})",
+                      f"{c['relative']:+.1%}", f"{c['p_value']:.3g}", f"{c['p_wilcoxon']:.3g}",
+                      f"{c['detectable']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+PAIRED_NOTE = (
+    "*Paired differences*: the reference model minus each model, user by user over the users both "
+    "ranked; 95% bootstrap interval of the difference of means (BCa, 9,999 resamples over users, "
+    "seed 0), two-sided paired t-test and Wilcoxon signed-rank p-values, not corrected for the number "
+    "of comparisons; *detectable*: the smallest difference of means a paired t-test at the 5% level "
+    "finds with 80% power, given that pair's per-user spread (kgrec.eval.compare_paired). Users are "
+    "what is resampled: another split or model seed moves the numbers too. Only rows that stored "
+    "per-user metrics (benchmarks.run since 2026-12-06) are compared."
+)
