@@ -33,6 +33,7 @@ def test_a_clear_shift_is_found_and_its_interval_covers_it():
     assert c.relative == pytest.approx(c.difference / base.mean())
     assert c.ci_low < c.difference < c.ci_high and c.ci_low > 0.04 and c.ci_high < 0.06
     assert c.p_value < 1e-12 and c.p_wilcoxon < 1e-12
+    assert str(c).startswith(f"ndcg@20: a - b = {c.difference:+.4f} (") and "over 500 users" in str(c)
     sd = (better - base).std(ddof=1)
     assert c.detectable == pytest.approx(Z_5PCT_80PCT_POWER * sd / math.sqrt(500), rel=1e-5)
 

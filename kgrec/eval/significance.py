@@ -64,6 +64,11 @@ class PairedComparison:
     p_wilcoxon: float
     detectable: float
 
+    def __str__(self) -> str:
+        return (f"{self.metric}: a - b = {self.difference:+.4f} ({self.relative:+.1%}; {self.confidence:.0%} interval "
+                f"{self.ci_low:+.4f} to {self.ci_high:+.4f}), paired t p = {self.p_value:.3g}, Wilcoxon p = "
+                f"{self.p_wilcoxon:.3g}, over {self.num_users:,} users; detectable: {self.detectable:.4f}")
+
     def to_dict(self) -> dict:
         """A plain ``dict`` (JSON-ready)."""
         return asdict(self)
