@@ -228,17 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = out / "results.json"
     rows = json.loads(path.read_text()) if path.is_file() else []
     commands = (out / "COMMAND.txt").read_text() if (out / "COMMAND.txt").is_file() else ""
+    merged_from: list[tuple[Path, dict]] = []  # their per-user files are copied once every check passed
     for other in map(Path, args.merge):
         if not (other / "results.json").is_file():
             print(f"error: --merge {other}: no results.json there.", file=sys.stderr)
             return 2
         extra = json.loads((other / "results.json").read_text())
-        try:
-            for row in extra:
-                copy_per_user(other, out, row)
-        except KGRecError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        merged_from += [(other, row) for row in extra]
         rows = merge_rows(rows, extra)
         if (other / "COMMAND.txt").is_file():
             commands += (other / "COMMAND.txt").read_text()
@@ -247,9 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --drop {', '.join(unknown)}: no such model in {path}; it has "
               f"{', '.join(sorted({r['model'] for r in rows}))}.", file=sys.stderr)
         return 2
-    kept = [r for r in rows if r["model"] not in set(args.drop)]
-    remove_per_user(out, [r for r in rows if r["model"] in set(args.drop)], keep=kept)
-    rows = kept
+    dropped = [r for r in rows if r["model"] in set(args.drop)]
+    rows = [r for r in rows if r["model"] not in set(args.drop)]
     for pair in args.rename:
         old, sep, new = pair.partition("=")
         present = {r["model"] for r in rows}
@@ -267,17 +262,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in rows:
             if r["model"] == old:
                 r["model"] = new
-    if args.merge or args.drop or args.rename:
-        write_atomic(path, json.dumps(rows, indent=2) + "\n")
-        cmd = ["python -m benchmarks.report", args.dir]
-        cmd += ["--merge", *args.merge] if args.merge else []
-        cmd += ["--drop", *args.drop] if args.drop else []
-        cmd += ["--rename", *args.rename] if args.rename else []
-        write_atomic(out / "COMMAND.txt", commands + " ".join(cmd) + "\n")
     if args.reference is not None and args.reference not in {r["model"] for r in rows}:
         print(f"error: --reference {args.reference}: no model of that name in {path}; it has "
               f"{', '.join(sorted({r['model'] for r in rows}))}.", file=sys.stderr)
         return 2
+    kept_ids = {id(r) for r in rows}
+    try:
+        for other, row in merged_from:
+            if id(row) in kept_ids:  # not replaced by a later --merge, nor dropped
+                copy_per_user(other, out, row)
+    except KGRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    remove_per_user(out, dropped, keep=rows)
+    if args.merge or args.drop or args.rename:
+        write_atomic(path, json.dumps(rows, indent=2) + "\n")
+    if args.merge or args.drop or args.rename or args.reference is not None:
+        cmd = ["python -m benchmarks.report", args.dir]
+        cmd += ["--merge", *args.merge] if args.merge else []
+        cmd += ["--drop", *args.drop] if args.drop else []
+        cmd += ["--rename", *args.rename] if args.rename else []
+        cmd += ["--reference", args.reference] if args.reference is not None else []
+        write_atomic(out / "COMMAND.txt", commands + " ".join(cmd) + "\n")
     try:
         print(write_report(rows, out, plots=not args.no_plots, reference=args.reference or "kgrec"))
     except KGRecError as exc:

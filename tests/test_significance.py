@@ -154,6 +154,8 @@ def test_run_stores_per_user_metrics_and_the_report_compares_them(tmp_path):
     from benchmarks.report import main as report_main
 
     assert report_main([str(out), "--reference", "itemknn", "--no-plots"]) == 0
+    # the choice of reference shapes results.md, so COMMAND.txt records it
+    assert (out / "COMMAND.txt").read_text().splitlines()[-1].endswith(f"{out} --reference itemknn")
     text = (out / "results.md").read_text()
     assert text.count("Paired differences (test): itemknn minus each model") == 2 and "*Paired differences*: the reference" in text
     assert "Paired differences (strict cold start)" in text
@@ -179,9 +181,18 @@ def test_report_merge_and_drop_carry_the_per_user_files(tmp_path, capsys):
     knn = next(r for r in json.loads((a / "results.json").read_text()) if r["model"] == "itemknn")
     assert (a / knn["per_user"]).read_bytes() == (b / knn["per_user"]).read_bytes()
     assert "Paired differences (test): itemknn minus each model" in (a / "results.md").read_text()
-    # an unknown reference is named
+    # an unknown reference is named, and nothing is written
+    before = (a / "COMMAND.txt").read_text()
     assert report_main([str(a), "--reference", "kgrecc", "--no-plots"]) == 2
     assert "--reference kgrecc: no model of that name" in capsys.readouterr().err
+    assert (a / "COMMAND.txt").read_text() == before
+    # a call that fails part-way deletes and copies nothing: the drop waits for every check
+    assert report_main([str(a), "--drop", "itemknn", "--rename", "nope=x", "--no-plots"]) == 2
+    assert (a / knn["per_user"]).exists()
+    c = tmp_path / "c"
+    assert report_main([str(c), "--merge", str(b), "--reference", "kgrecc", "--no-plots"]) == 2
+    assert not (c / "per_user").exists()
+    capsys.readouterr()
     # dropping a model removes its per-user file too
     assert report_main([str(a), "--drop", "itemknn", "--no-plots"]) == 0
     assert not (a / knn["per_user"]).exists()
