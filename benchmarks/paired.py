@@ -21,7 +21,7 @@ from typing import Sequence
 import pandas as pd
 
 from kgrec.errors import ConfigError
-from kgrec.eval import compare_paired
+from kgrec.eval import compare_paired, holm_adjust
 from kgrec.io import atomic_write
 
 __all__ = ["PER_USER_KEYS", "per_user_path", "write_per_user", "read_per_user", "copy_per_user",
@@ -111,6 +111,10 @@ def paired_comparisons(rows: Sequence[dict], out: Path, reference: str, key: str
             results.append({"reference": reference, "model": row["model"], "dataset": row["dataset"],
                             "split": row["split"], "seed": row["seed"],
                             "on": "cold" if key == "cold_per_user" else "test", **comparison})
+    for metric in metrics:  # Holm over the models compared on this metric (the table's family)
+        family = [r for r in results if r["metric"] == metric]
+        for r, adjusted in zip(family, holm_adjust([r["p_value"] for r in family])):
+            r["p_holm"] = float(adjusted)
     return results
 
 
@@ -126,7 +130,7 @@ def paired_table(comparisons: Sequence[dict]) -> str:
     metrics = [m for m in PAIRED_METRICS if any(m in v for v in by_model.values())]
     head = ["model", "users"]
     for m in metrics:
-        head += [f"Δ {m} (95% CI)", "rel.", "p (t)", "p (Wilcoxon)", "detectable"]
+        head += [f"Δ {m} (95% CI)", "rel.", "p (t)", "p (Holm)", "p (Wilcoxon)", "detectable"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, per_metric in by_model.items():
         first = next(iter(per_metric.values()))
@@ -134,10 +138,11 @@ def paired_table(comparisons: Sequence[dict]) -> str:
         for m in metrics:
             c = per_metric.get(m)
             if c is None:
-                cells += [""] * 5
+                cells += [""] * 6
                 continue
+            holm = f"{c['p_holm']:.3g}" if "p_holm" in c else ""
             cells += [f"{_signed(c['difference'])} ({_signed(c['ci_low'])}, {_signed(c['ci_high'])})",
-                      f"{c['relative']:+.1%}", f"{c['p_value']:.3g}", f"{c['p_wilcoxon']:.3g}",
+                      f"{c['relative']:+.1%}", f"{c['p_value']:.3g}", holm, f"{c['p_wilcoxon']:.3g}",
                       f"{c['detectable']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -146,8 +151,9 @@ def paired_table(comparisons: Sequence[dict]) -> str:
 PAIRED_NOTE = (
     "*Paired differences*: the reference model minus each model, user by user over the users both "
     "ranked; 95% bootstrap interval of the difference of means (BCa, 9,999 resamples over users, "
-    "seed 0), two-sided paired t-test and Wilcoxon signed-rank p-values, not corrected for the number "
-    "of comparisons; *detectable*: the smallest difference of means a paired t-test at the 5% level "
+    "seed 0), two-sided paired t-test and Wilcoxon signed-rank p-values; *p (Holm)*: the t-test's "
+    "p-value adjusted by Holm's method over the models of that table (the one to read when asking "
+    "whether any of them differs); *detectable*: the smallest difference of means a paired t-test at the 5% level "
     "finds with 80% power, given that pair's per-user spread (kgrec.eval.compare_paired). Users are "
     "what is resampled: another split or model seed moves the numbers too. Only rows that stored "
     "per-user metrics (benchmarks.run since 2026-12-06) are compared."

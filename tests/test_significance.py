@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from kgrec.errors import ConfigError
-from kgrec.eval import compare_paired
+from kgrec.eval import compare_paired, holm_adjust
 
 # z_{0.975} + z_{0.8}, typed from a normal table rather than computed by the code under test
 Z_5PCT_80PCT_POWER = 1.959964 + 0.841621
@@ -130,6 +130,15 @@ def test_bad_parameters_are_refused(kwargs, message):
         compare_paired(a, a, **kwargs)
 
 
+def test_holm_adjustment_matches_the_step_down_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06; input order kept
+    assert holm_adjust([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm_adjust([0.2]) == pytest.approx([0.2]) and len(holm_adjust([])) == 0
+    with pytest.raises(ConfigError, match=r"p-values must be numbers in \[0, 1\]; got \[0.1, 1.5\]"):
+        holm_adjust([0.1, 1.5])
+
+
 # ------------------------------------------------------------------ benchmarks
 def test_run_stores_per_user_metrics_and_the_report_compares_them(tmp_path):
     from benchmarks.run import main
@@ -163,6 +172,7 @@ def test_run_stores_per_user_metrics_and_the_report_compares_them(tmp_path):
     random_ndcg = next(p for p in paired if p["split"] == "random" and p["on"] == "test" and p["metric"] == "ndcg@20")
     by_model = {r["model"]: r for r in rows if r["split"] == "random"}
     assert random_ndcg["model"] == "mostpop" and random_ndcg["reference"] == "itemknn"
+    assert random_ndcg["p_holm"] == pytest.approx(random_ndcg["p_value"])  # one comparison: nothing to adjust
     assert random_ndcg["difference"] == pytest.approx(
         by_model["itemknn"]["metrics"]["ndcg@20"] - by_model["mostpop"]["metrics"]["ndcg@20"])
     random_paired = text.split("Paired differences (test)")[1]  # the random split's group comes first
@@ -206,3 +216,24 @@ def test_report_merge_and_drop_carry_the_per_user_files(tmp_path, capsys):
     knn_file.unlink()
     assert report_main([str(a), "--merge", str(b), "--no-plots"]) == 2
     assert f"--merge {b}: row 'itemknn'" in capsys.readouterr().err
+
+
+def test_paired_comparisons_adjust_p_values_over_the_models_of_one_table(tmp_path):
+    from benchmarks.paired import paired_comparisons, paired_table, write_per_user
+
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0, 1, 300)
+    rows = []
+    for name, shift in (("ref", 0.0), ("m1", 0.02), ("m2", 0.05), ("m3", 0.0)):
+        frame = _frame(np.clip(base - shift + rng.normal(0, 0.1, 300), 0, 1))
+        relative = write_per_user(tmp_path, f"per_user/{name}.parquet", frame)
+        rows.append({"model": name, "dataset": "d", "split": "random", "seed": 1, "per_user": relative})
+    rows.append({"model": "no-file", "dataset": "d", "split": "random", "seed": 1})  # an older row: left out
+    paired = paired_comparisons(rows, tmp_path, "ref")
+    assert {p["model"] for p in paired} == {"m1", "m2", "m3"}
+    for metric in ("recall@20", "ndcg@20"):
+        family = [p for p in paired if p["metric"] == metric]
+        assert [p["p_holm"] for p in family] == pytest.approx(list(holm_adjust([p["p_value"] for p in family])))
+        assert all(p["p_holm"] >= p["p_value"] for p in family)
+    table = paired_table(paired)
+    assert table.splitlines()[0].count("p (Holm)") == 2 and len(table.splitlines()) == 2 + 3

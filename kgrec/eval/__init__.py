@@ -3,7 +3,7 @@
 from kgrec.eval.early_stopping import EarlyStopping
 from kgrec.eval.evaluator import EvalResult, evaluate
 from kgrec.eval.metrics import METRIC_NAMES, check_k, check_ks, metrics_from_hits
-from kgrec.eval.significance import PairedComparison, compare_paired
+from kgrec.eval.significance import PairedComparison, compare_paired, holm_adjust
 
 __all__ = [
     "EarlyStopping",
@@ -14,5 +14,6 @@ __all__ = [
     "check_ks",
     "compare_paired",
     "evaluate",
+    "holm_adjust",
     "metrics_from_hits",
 ]

@@ -11,7 +11,7 @@ smallest difference the split could detect at all.
     The users are the unit of resampling: the interval says how the difference would
     move with another draw of *users* from the same population, not with another split
     seed or model seed (run several seeds for that). p-values are per comparison;
-    comparing one model with many, correct them for multiplicity (e.g. Holm).
+    comparing one model with many, correct them for multiplicity (:func:`holm_adjust`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from scipy import stats
 
 from kgrec.errors import ConfigError
 
-__all__ = ["PairedComparison", "compare_paired"]
+__all__ = ["PairedComparison", "compare_paired", "holm_adjust"]
 
 
 @dataclass(frozen=True)
@@ -187,3 +187,23 @@ def compare_paired(
         p_wilcoxon=p_w,
         detectable=float(z * sd / math.sqrt(n)),
     )
+
+
+def holm_adjust(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of ``m`` p-values for multiple comparisons.
+
+    The ``i``-th smallest p-value (``i`` from 1) becomes ``min(1, max_{j <= i} (m - j + 1) p_(j))``;
+    rejecting where the adjusted value is below ``alpha`` keeps the family-wise error rate at
+    ``alpha`` whatever the dependence between the tests. Returned in the input order.
+
+    Raises:
+        ConfigError: a value is not a number in [0, 1].
+    """
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    if p.size and (not np.isfinite(p).all() or p.min() < 0 or p.max() > 1):
+        raise ConfigError(f"p-values must be numbers in [0, 1]; got {list(p_values)!r}.")
+    order = np.argsort(p, kind="stable")
+    steps = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps))
+    return adjusted
