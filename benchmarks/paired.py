@@ -27,8 +27,8 @@ from kgrec.io import atomic_write
 __all__ = ["PER_USER_KEYS", "per_user_path", "write_per_user", "read_per_user", "copy_per_user",
            "remove_per_user", "paired_comparisons", "paired_table"]
 
-#: Row keys that name a per-user file, and the metrics block each belongs to.
-PER_USER_KEYS = {"per_user": "metrics", "cold_per_user": "cold"}
+#: Row keys that name a per-user file: the test ranking, and the strict cold-start one.
+PER_USER_KEYS = ("per_user", "cold_per_user")
 
 #: Metrics the paired tables compare.
 PAIRED_METRICS = ("recall@20", "ndcg@20")
@@ -75,7 +75,8 @@ def copy_per_user(source: Path, target: Path, row: dict) -> None:
                               f"names per-user metrics {relative!r}, which {source} does not have.")
         dst = Path(target) / relative
         if src.resolve() != dst.resolve():
-            atomic_write(dst, lambda fh, src=src: fh.write(src.read_bytes()))
+            with src.open("rb") as fh_src:
+                atomic_write(dst, lambda fh: shutil.copyfileobj(fh_src, fh))
 
 
 def remove_per_user(out: Path, rows: Sequence[dict], keep: Sequence[dict]) -> None:

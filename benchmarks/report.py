@@ -153,6 +153,7 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
         "Full ranking over all items, train (and valid) items excluded; mean over users "
         "with at least one test item (see kgrec.eval).", "",
     ]
+    intro_end = len(parts)  # where the paired tables' note goes, if there are any
     seeds: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         seeds[(r["dataset"], r["split"])].append(r)
@@ -189,8 +190,7 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
                           "(see *Paired differences* above):", "", paired_table(paired), ""]
                 all_paired += paired
     if all_paired:  # said once, above the first table
-        at = next(i for i, p in enumerate(parts) if p.startswith("Full ranking over all items")) + 2
-        parts[at:at] = [PAIRED_NOTE, ""]
+        parts[intro_end:intro_end] = [PAIRED_NOTE, ""]
     path = out / "results.md"
     write_atomic(path, "\n".join(parts))
     if all_paired:

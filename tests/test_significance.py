@@ -137,6 +137,8 @@ def test_holm_adjustment_matches_the_step_down_by_hand():
     assert holm_adjust([0.2]) == pytest.approx([0.2]) and len(holm_adjust([])) == 0
     with pytest.raises(ConfigError, match=r"p-values must be numbers in \[0, 1\]; got \[0.1, 1.5\]"):
         holm_adjust([0.1, 1.5])
+    with pytest.raises(ConfigError, match=r"p-values must be numbers in \[0, 1\]; got \['x'\]"):
+        holm_adjust(["x"])
 
 
 # ------------------------------------------------------------------ benchmarks

@@ -199,7 +199,10 @@ def holm_adjust(p_values) -> np.ndarray:
     Raises:
         ConfigError: a value is not a number in [0, 1].
     """
-    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    try:
+        p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError(f"p-values must be numbers in [0, 1]; got {p_values!r}.") from None
     if p.size and (not np.isfinite(p).all() or p.min() < 0 or p.max() > 1):
         raise ConfigError(f"p-values must be numbers in [0, 1]; got {list(p_values)!r}.")
     order = np.argsort(p, kind="stable")
