@@ -25,7 +25,7 @@ from kgrec.eval import compare_paired, holm_adjust
 from kgrec.io import atomic_write
 
 __all__ = ["PER_USER_KEYS", "per_user_path", "write_per_user", "read_per_user", "copy_per_user",
-           "remove_per_user", "paired_comparisons", "paired_table"]
+           "remove_per_user", "paired_comparisons", "seed_mean_per_user", "pooled_comparisons", "paired_table"]
 
 #: Row keys that name a per-user file: the test ranking, and the strict cold-start one.
 PER_USER_KEYS = ("per_user", "cold_per_user")
@@ -112,10 +112,71 @@ def paired_comparisons(rows: Sequence[dict], out: Path, reference: str, key: str
             results.append({"reference": reference, "model": row["model"], "dataset": row["dataset"],
                             "split": row["split"], "seed": row["seed"],
                             "on": "cold" if key == "cold_per_user" else "test", **comparison})
-    for metric in metrics:  # Holm over the models compared on this metric (the table's family)
+    _holm(results, metrics)
+    return results
+
+
+def _holm(results: list[dict], metrics: Sequence[str]) -> None:
+    """Add ``p_holm``: Holm over the models compared on each metric (one table's family)."""
+    for metric in metrics:
         family = [r for r in results if r["metric"] == metric]
         for r, adjusted in zip(family, holm_adjust([r["p_value"] for r in family])):
             r["p_holm"] = float(adjusted)
+
+
+def seed_mean_per_user(out: Path, rows: Sequence[dict], key: str = "per_user") -> pd.DataFrame:
+    """Each user's metrics averaged over ``rows`` (one model's rows of several seeds).
+
+    Only users ranked in every row are kept: a user without test items under one seed's
+    split has no value to average there, and averaging fewer seeds for some users would
+    mix two kinds of number in one column.
+    """
+    frames = [read_per_user(out, row, key) for row in rows]
+    if any(f is None for f in frames):
+        missing = [r["seed"] for r, f in zip(rows, frames) if f is None]
+        raise ConfigError(f"model {rows[0]['model']!r} has no per-user metrics ({key}) for seed(s) {missing}.")
+    stacked = pd.concat(frames, ignore_index=True)
+    counts = stacked.groupby("user").size()
+    everywhere = counts.index[counts == len(frames)]
+    means = stacked[stacked["user"].isin(everywhere)].groupby("user", sort=True).mean(numeric_only=True)
+    return means.reset_index()
+
+
+def pooled_comparisons(rows: Sequence[dict], out: Path, reference: str, key: str = "per_user",
+                       metrics: Sequence[str] = PAIRED_METRICS, seed: int = 0) -> list[dict]:
+    """``reference`` minus every other model of ``rows`` (one dataset and split, several seeds),
+    each user's metric first averaged over the seeds both models ran with.
+
+    One seed's paired test says whether a gap holds for that split and model seed; averaging
+    each user over seeds first takes most of the split's and the initialisation's noise out of
+    every user's number, so the test has more power, and the users stay the unit resampled.
+    Models sharing fewer than two seeds with ``reference`` (with per-user files) are left out.
+    Results carry ``seeds`` (the seeds averaged) and ``seed: None``; Holm's correction runs over
+    the models compared on the same seeds.
+    """
+    by_model: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        if row.get(key):
+            by_model.setdefault(row["model"], {})[row["seed"]] = row
+    ref_rows = by_model.pop(reference, {})
+    families: dict[tuple[int, ...], list[dict]] = {}
+    for model, per_seed in by_model.items():
+        common = tuple(sorted(set(ref_rows) & set(per_seed)))
+        if len(common) < 2:
+            continue
+        ref_frame = seed_mean_per_user(out, [ref_rows[s] for s in common], key)
+        frame = seed_mean_per_user(out, [per_seed[s] for s in common], key)
+        first = per_seed[common[0]]
+        for metric in metrics:
+            comparison = compare_paired(ref_frame, frame, metric=metric, seed=seed).to_dict()
+            families.setdefault(common, []).append(
+                {"reference": reference, "model": model, "dataset": first["dataset"], "split": first["split"],
+                 "seed": None, "seeds": list(common),
+                 "on": "cold, mean over seeds" if key == "cold_per_user" else "test, mean over seeds", **comparison})
+    results = []
+    for family in families.values():
+        _holm(family, metrics)
+        results += family
     return results
 
 
@@ -156,6 +217,9 @@ PAIRED_NOTE = (
     "p-value adjusted by Holm's method over the models of that table (the one to read when asking "
     "whether any of them differs); *detectable*: the smallest difference of means a paired t-test at the 5% level "
     "finds with 80% power, given that pair's per-user spread (kgrec.eval.compare_paired). Users are "
-    "what is resampled: another split or model seed moves the numbers too. Only rows that stored "
-    "per-user metrics (benchmarks.run since 2026-12-06) are compared."
+    "what is resampled: another split or model seed moves the numbers too. *Paired over seeds*: the "
+    "same, with each user's metric first averaged over the seeds both models ran with (users ranked "
+    "under every one of them), which takes most of the split's and the model seed's noise out of "
+    "each user's number. Only rows that stored per-user metrics (benchmarks.run since 2026-12-06) "
+    "are compared."
 )

@@ -22,7 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.paired import PAIRED_NOTE, copy_per_user, paired_comparisons, paired_table, remove_per_user
+from benchmarks.paired import (PAIRED_NOTE, copy_per_user, paired_comparisons, paired_table, pooled_comparisons,
+                              remove_per_user)
 from kgrec.errors import KGRecError
 from kgrec.io import atomic_write
 
@@ -168,6 +169,14 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
             if len({r["seed"] for r in with_valid}) > 1:
                 parts += [f"Validation, mean over seeds ({_VALID_NOTE}):", "",
                           seed_summary(with_valid, key="valid"), ""]
+            pooled = pooled_comparisons(group, out, reference)
+            for seeds_used in dict.fromkeys(tuple(p["seeds"]) for p in pooled):
+                table = [p for p in pooled if tuple(p["seeds"]) == seeds_used]
+                parts += [f"Paired over seeds {', '.join(map(str, seeds_used))} (test): {reference} minus each "
+                          f"model, each user's metrics first averaged over those seeds, over the same "
+                          f"{table[0]['num_users']:,} users (see *Paired differences* above):", "",
+                          paired_table(table), ""]
+            all_paired += pooled
     for (dataset, split, seed), group in _groups(rows).items():
         first = group[0]
         parts += [f"## {dataset} · {split} split · seed {seed}", "",

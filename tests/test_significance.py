@@ -239,3 +239,73 @@ def test_paired_comparisons_adjust_p_values_over_the_models_of_one_table(tmp_pat
         assert all(p["p_holm"] >= p["p_value"] for p in family)
     table = paired_table(paired)
     assert table.splitlines()[0].count("p (Holm)") == 2 and len(table.splitlines()) == 2 + 3
+
+
+def test_pooled_comparisons_average_each_user_over_the_shared_seeds_first(tmp_path):
+    from benchmarks.paired import paired_comparisons, pooled_comparisons, seed_mean_per_user, write_per_user
+
+    rng = np.random.default_rng(11)
+    users = [f"u{i}" for i in range(200)]
+    base = rng.uniform(0.2, 0.8, 200)  # how well each user can be served at all
+    values: dict[tuple[str, int], np.ndarray] = {}
+    rows = []
+    for name, seeds, shift in (("ref", (1, 2, 3), 0.0), ("m1", (1, 2, 3), 0.03), ("m2", (1,), 0.0),
+                               ("m3", (2, 3), 0.01)):
+        for seed in seeds:
+            v = np.clip(base - shift + rng.normal(0, 0.15, 200), 0, 1)  # + this split's and seed's noise
+            keep = slice(None) if seed != 2 else slice(1, None)  # u0 has no test item under seed 2's split
+            values[(name, seed)] = v
+            frame = _frame(v[keep], users[keep])
+            relative = write_per_user(tmp_path, f"per_user/{name}_{seed}.parquet", frame)
+            rows.append({"model": name, "dataset": "d", "split": "random", "seed": seed, "per_user": relative})
+    pooled = pooled_comparisons(rows, tmp_path, "ref")
+    # m2 shares one seed with the reference: nothing to average, left out
+    assert {(p["model"], tuple(p["seeds"])) for p in pooled} == {("m1", (1, 2, 3)), ("m3", (2, 3))}
+    m1 = next(p for p in pooled if p["model"] == "m1" and p["metric"] == "ndcg@20")
+    # by hand: u0 is dropped (not ranked under seed 2), the rest averaged per user
+    ref_mean = np.mean([values[("ref", s)][1:] for s in (1, 2, 3)], axis=0)
+    m1_mean = np.mean([values[("m1", s)][1:] for s in (1, 2, 3)], axis=0)
+    assert m1["num_users"] == 199 and m1["seed"] is None and m1["on"] == "test, mean over seeds"
+    assert m1["difference"] == pytest.approx(float(np.mean(ref_mean - m1_mean)))
+    m3 = next(p for p in pooled if p["model"] == "m3" and p["metric"] == "ndcg@20")
+    ref23 = np.mean([values[("ref", s)][1:] for s in (2, 3)], axis=0)
+    m323 = np.mean([values[("m3", s)][1:] for s in (2, 3)], axis=0)
+    assert m3["difference"] == pytest.approx(float(np.mean(ref23 - m323)))
+    # each seed set is its own table: with one model in it, Holm leaves its p-value alone
+    assert m3["p_holm"] == pytest.approx(m3["p_value"])
+    # averaging takes noise out of each user's number: the pooled test is surer than any one seed's
+    single = [paired_comparisons([r for r in rows if r["seed"] == s and r["model"] in ("ref", "m1")], tmp_path,
+                                 "ref", metrics=("ndcg@20",))[0] for s in (1, 2, 3)]
+    assert m1["p_value"] < min(c["p_value"] for c in single) and m1["ci_low"] > 0
+    assert m1["detectable"] < min(c["detectable"] for c in single)
+    # a model ranking other users than the reference under the same seed was evaluated otherwise: refused
+    odd = write_per_user(tmp_path, "per_user/odd.parquet", _frame(values[("m1", 2)], users))
+    rows_odd = [dict(r, per_user=odd) if (r["model"], r["seed"]) == ("m1", 2) else r for r in rows]
+    with pytest.raises(ConfigError, match="rank different users .*'u0' is only in b"):
+        pooled_comparisons(rows_odd, tmp_path, "ref")
+    # a row without per-user metrics is named with its seed
+    with pytest.raises(ConfigError, match=r"model 'm2' has no per-user metrics \(per_user\) for seed\(s\) \[9\]"):
+        seed_mean_per_user(tmp_path, [rows[-3], {"model": "m2", "dataset": "d", "split": "random", "seed": 9}])
+
+
+def test_report_pairs_models_over_seeds(tmp_path):
+    from benchmarks.report import main as report_main
+    from benchmarks.run import main
+
+    out = tmp_path / "b"
+    assert main(["--data", "synthetic", "--split", "random", "--seed", "1,2",
+                 "--models", "mostpop,itemknn", "--out", str(out), "--no-plots"]) == 0
+    assert report_main([str(out), "--reference", "itemknn", "--no-plots"]) == 0
+    text = (out / "results.md").read_text()
+    assert "Paired over seeds 1, 2 (test): itemknn minus each model" in text
+    pooled = [p for p in json.loads((out / "paired.json").read_text()) if p["seed"] is None]
+    assert {(p["model"], tuple(p["seeds"]), p["metric"]) for p in pooled} == {
+        ("mostpop", (1, 2), "recall@20"), ("mostpop", (1, 2), "ndcg@20")}
+    rows = json.loads((out / "results.json").read_text())
+    knn = [pd.read_parquet(out / r["per_user"]) for r in rows if r["model"] == "itemknn"]
+    pop = [pd.read_parquet(out / r["per_user"]) for r in rows if r["model"] == "mostpop"]
+    users = sorted(set.intersection(*(set(f["user"]) for f in knn + pop)))
+    mean = lambda frames: np.mean([f.set_index("user").loc[users, "ndcg@20"].to_numpy() for f in frames], axis=0)  # noqa: E731
+    ndcg = next(p for p in pooled if p["metric"] == "ndcg@20")
+    assert ndcg["num_users"] == len(users)
+    assert ndcg["difference"] == pytest.approx(float(np.mean(mean(knn) - mean(pop))))
