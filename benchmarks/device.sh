@@ -9,8 +9,11 @@
 #   echo /.devcache/ >> .git/info/exclude
 #   mkdir -p .devcache/datasets && cp -r ~/.cache/kgrec/datasets/ml-1m .devcache/datasets/
 #   gzip -f .devcache/datasets/ml-1m/ml-1m.inter          # 45 MB -> ~12 MB: the tree travels capped at 64 MiB
+#   pip download --no-deps -d .devcache/wheels jsonargparse==4.53.0 docstring_parser==0.18.0 typeshed_client==2.15.0
+# (LightningCLI needs jsonargparse[signatures], which the device image lacks: ~1 MB of pure-Python
+# wheels, installed there into a scratch directory on PYTHONPATH, never into its environment),
 # then run it there with carry [".devcache"]:   bash benchmarks/device.sh
-# A second call, `bash benchmarks/device.sh scale` (no carry needed), runs the CLI config of GPU
+# A second call, `bash benchmarks/device.sh scale` (same carry, for the wheels), runs the CLI config of GPU
 # scale instead: `kgrec fit --config configs/synthetic_scale.yaml` (1M users, 200k items, 100M
 # TRAIN edges built as tensors), two epochs, each validated by full ranking for 100k sampled
 # validation users (model.val_max_users), GPU memory sampled
@@ -23,6 +26,14 @@ set -uo pipefail
 out=${OUT:-runs/device}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 KGREC_CACHE_DIR=$PWD/.devcache
+if ! python3 -c "import jsonargparse, docstring_parser, typeshed_client" 2>/dev/null; then
+    if ls .devcache/wheels/*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --target /tmp/kgrec-site .devcache/wheels/*.whl
+        export PYTHONPATH=/tmp/kgrec-site:$PWD
+    else
+        echo "warning: no jsonargparse here and no .devcache/wheels: 'kgrec fit' (the scale step) cannot start" >&2
+    fi
+fi
 if [ -f .devcache/datasets/ml-1m/ml-1m.inter.gz ]; then gunzip -kf .devcache/datasets/ml-1m/ml-1m.inter.gz; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 if [ "${1:-}" = scale ]; then
@@ -33,7 +44,8 @@ if [ "${1:-}" = scale ]; then
     if [ -x /usr/bin/time ]; then timer="/usr/bin/time -v"; fi
     start=$(date +%s)
     $timer timeout 540 python3 -m kgrec.cli fit --config configs/synthetic_scale.yaml \
-        --trainer.max_epochs 2 --trainer.default_root_dir runs/scale 2>&1 \
+        --trainer.max_epochs 2 --trainer.default_root_dir runs/scale \
+        --trainer.logger lightning.pytorch.loggers.CSVLogger --trainer.logger.init_args.save_dir runs/scale 2>&1 \
         | grep -v -i "warning\|litlogger\|pytree" | tee "$out/scale_fit.log"
     rc=${PIPESTATUS[0]}
     echo "rc=$rc wall_s=$(( $(date +%s) - start ))" | tee "$out/scale_rc.txt"

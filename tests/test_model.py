@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 from torch_geometric.data import HeteroData
 
 from kgrec.data import make_synthetic
@@ -630,6 +631,23 @@ def test_cli_fit_then_test_round_trip(tmp_path, monkeypatch, caplog):
     assert "could not write test metrics beside the checkpoint's run" in caplog.text and "Permission denied" in caplog.text
 
 
+def test_cli_logs_metrics_to_csv_even_where_tensorboard_is_installed(tmp_path, monkeypatch):
+    import lightning.pytorch.trainer.connectors.logger_connector.logger_connector as connector
+    from lightning.pytorch.loggers import CSVLogger
+
+    from kgrec.lightning.cli import run_cli
+
+    # Lightning would pick TensorBoard as the default logger on a machine that has it (the GPU image does)
+    monkeypatch.setattr(connector, "_TENSORBOARD_AVAILABLE", True)
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.default_root_dir", "out"])
+    assert isinstance(cli.trainer.logger, CSVLogger)
+    assert (tmp_path / "out" / "lightning_logs" / "version_0" / "metrics.csv").is_file()
+    # a logger the config names is kept, and so is none at all
+    cli = run_cli(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.logger", "false"])
+    assert cli.trainer.logger is None
+
+
 def test_checkpoint_from_another_split_is_refused_for_test_validate_and_resume(tmp_path, monkeypatch, capsys):
     # the graph's shape does not depend on the split seed, so only the train fingerprint tells
     # a checkpoint trained on seed 2026's train pairs from data split with seed 7
@@ -831,6 +849,17 @@ def test_bf16_mixed_precision_trains_and_validates_in_float32(learn_relation_wei
         assert module.model.convs[0].logit.abs().max() > 0
 
 
+class _TrainingDevices(Callback):
+    """The device types the module trained on. ``trainer.fit`` ends by moving the module back
+    to the CPU (``Strategy.teardown``), so ``module.device`` after it says nothing about that."""
+
+    def __init__(self):
+        self.devices = set()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.devices.add(pl_module.device.type)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compares a CUDA run with the CPU one; needs a GPU")
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_training_on_cuda_matches_cpu(precision):
@@ -841,11 +870,13 @@ def test_training_on_cuda_matches_cpu(precision):
     for accelerator in ("cpu", "gpu"):
         L.seed_everything(0, verbose=False)
         dm, module = make_module(graph, split)
+        seen = _TrainingDevices()
         trainer = L.Trainer(max_epochs=3, accelerator=accelerator, devices=1, logger=False,
-                            precision=precision if accelerator == "gpu" else "32-true",
+                            precision=precision if accelerator == "gpu" else "32-true", callbacks=[seen],
                             enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0)
         trainer.fit(module, dm)
-        assert module.device.type == ("cuda" if accelerator == "gpu" else "cpu")
+        assert seen.devices == {"cuda" if accelerator == "gpu" else "cpu"}
+        module.to(trainer.strategy.root_device)  # back where it trained, as KGRec.fit does
         runs[accelerator] = (float(trainer.callback_metrics["val/ndcg@20"]), module.embeddings()["item"].cpu())
     (cpu_ndcg, cpu_item), (gpu_ndcg, gpu_item) = runs["cpu"], runs["gpu"]
     if precision == "32-true":  # the same steps (the ials loss samples nothing): the same model
@@ -860,7 +891,10 @@ def test_neighbor_sampling_on_cuda_keeps_the_graph_on_the_device(synthetic_graph
     dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling="neighbor",
                                     num_neighbors=[5, 5], batch_size=64)
     module = KGRecModule(dm.graph_info, hidden_channels=8)
-    trainer = fit(module, dm, epochs=2, accelerator="gpu", devices=1)
+    seen = _TrainingDevices()
+    trainer = fit(module, dm, epochs=2, accelerator="gpu", devices=1, callbacks=[seen])
+    assert seen.devices == {"cuda"}
+    module.to(trainer.strategy.root_device)  # fit's teardown moved it to the CPU
     loader, copy = trainer.train_dataloader, dm.graph_on(module.device)
     assert module.device.type == "cuda" and loader.link_sampler.device == module.device
     assert loader.data is copy and module.full_graph()[0] is copy and copy.is_cuda

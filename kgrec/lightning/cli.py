@@ -6,6 +6,7 @@ from typing import Sequence
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from kgrec.lightning.datamodule import KGRecDataModule
 from kgrec.lightning.module import KGRecModule
@@ -19,7 +20,10 @@ class KGRecCLI(LightningCLI):
     ``data.graph_info`` (node counts, text widths, edge types, KG relations) is linked
     into ``model.graph_info``; early stopping and checkpointing watch ``val/ndcg@20``
     (configurable under ``early_stopping`` / ``checkpoint``); the resolved config is
-    saved beside the checkpoints by LightningCLI's ``SaveConfigCallback``.
+    saved beside the checkpoints by LightningCLI's ``SaveConfigCallback``. Metrics go to a
+    ``CSVLogger`` (``<default_root_dir>/lightning_logs/version_N/metrics.csv``) unless
+    ``trainer.logger`` names another: Lightning's own default is TensorBoard wherever
+    ``tensorboard`` happens to be installed, and a run's files should not depend on that.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -31,6 +35,12 @@ class KGRecCLI(LightningCLI):
         parser.set_defaults({"checkpoint.monitor": "val/ndcg@20", "checkpoint.mode": "max",
                              "checkpoint.save_top_k": 1, "checkpoint.filename": "best",
                              "checkpoint.save_last": True})
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = self.config_init.get(f"{self.subcommand}.trainer" if self.subcommand else "trainer") or {}
+        if "logger" not in kwargs and trainer.get("logger") in (None, True):
+            kwargs["logger"] = CSVLogger(save_dir=trainer.get("default_root_dir") or "runs")
+        return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
         self.model.check_fanouts(self.datamodule)
