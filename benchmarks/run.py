@@ -24,6 +24,7 @@ package is one line in :data:`MODEL_MODULES`.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import importlib
 import inspect
@@ -101,11 +102,18 @@ def resolve_model(name: str) -> tuple[type, dict[str, Any]]:
 
 # ---------------------------------------------------------------- measurement
 class _PeakMemory:
-    """Peak resident memory (CPU, sampled every 20 ms) or peak CUDA allocation, in MiB."""
+    """Peak resident memory (CPU, sampled every 20 ms) or peak CUDA allocation, in MiB.
+
+    On CUDA the peak counts from what is still allocated when the block starts, after a
+    garbage collection: the previous model's trainer, module and data module refer to each
+    other and keep their GPU copies until collected, and ``reset_peak_memory_stats`` only
+    lowers the peak to what is allocated, so without both one row would carry the last one's.
+    """
 
     def __init__(self, device: str) -> None:
         self.cuda = device.startswith("cuda")
         self.peak = 0
+        self._base = 0
         self._stop = threading.Event()
 
     @staticmethod
@@ -119,7 +127,10 @@ class _PeakMemory:
 
     def __enter__(self):
         if self.cuda:
+            gc.collect()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
         else:
             self.peak = self._rss()
             self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -128,7 +139,7 @@ class _PeakMemory:
 
     def __exit__(self, *exc) -> None:
         if self.cuda:
-            self.peak = torch.cuda.max_memory_allocated()
+            self.peak = torch.cuda.max_memory_allocated() - self._base
         else:
             self._stop.set()
             self._thread.join()

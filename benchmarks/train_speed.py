@@ -27,7 +27,8 @@ from 100, and a KG of ``ITEMS / 2`` entities (two edges per item, four relations
 ml-1m suite's settings (batch ``--scale-batch``) for one epoch, or ``--scale-steps`` steps
 (the epoch time is then the median step after the first times the steps per epoch, marked
 extrapolated). Peak memory is
-``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on the CPU.
+``torch.cuda.max_memory_allocated`` above what was still allocated when the model started
+(after a garbage collection) on a GPU, the process's peak RSS on the CPU.
 
 Rows (``DIR/speed.json``, merged with rows of other benches): ``{"bench": "train", "impl",
 "data", "device", "batch_size", "train_edges", "epoch_s", "first_epoch_s", "peak_memory_mb",
@@ -37,6 +38,7 @@ Rows (``DIR/speed.json``, merged with rows of other benches): ``{"bench": "train
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import statistics
 import sys
@@ -76,15 +78,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _peak_memory_mb(device: str) -> tuple[float, str]:
+def _peak_memory_mb(device: str, base: int = 0) -> tuple[float, str]:
+    """The peak since :func:`_reset_peak`: on CUDA above the ``base`` bytes it found allocated."""
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
+        return (torch.cuda.max_memory_allocated() - base) / 2**20, "cuda max_memory_allocated above the start"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
 
 
-def _reset_peak(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+def _reset_peak(device: str) -> int:
+    """Start a CUDA peak; returns the bytes still allocated then, which the peak leaves out.
+
+    A finished run's trainer, module and data module refer to each other, so their GPU copies
+    (the graph, the flattened adjacency) live on until a collection, and
+    ``reset_peak_memory_stats`` only lowers the peak to what is allocated now: collect first,
+    then count from what is left, so one model's leftovers never land in the next one's peak.
+    """
+    if not device.startswith("cuda"):
+        return 0
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
 
 
 class _EpochTimer(Callback):
@@ -145,9 +159,9 @@ def time_kgrec(split, graph, args: dict, device: str, epochs: int, precision: st
         limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
     )
-    _reset_peak(device)
+    base = _reset_peak(device)
     trainer.fit(module, dm)
-    peak, kind = _peak_memory_mb(device)
+    peak, kind = _peak_memory_mb(device, base)
     train_edges = int(dm.train_edges()[0].numel())
     steps_per_epoch = len(dm.train_dataloader())
     row = {"impl": "kgrec", "batch_size": dm.batch_size, "train_edges": train_edges,
@@ -171,9 +185,9 @@ def time_lightgcn(split, graph, args: dict, device: str, epochs: int) -> dict:
     from kgrec.baselines import LightGCN
 
     args = {k: v for k, v in args.items() if k not in ("max_epochs", "eval_every", "patience")}
-    _reset_peak(device)
+    base = _reset_peak(device)
     model = LightGCN(**args, max_epochs=epochs, eval_every=epochs, patience=1, device=device).fit(split, graph)
-    peak, kind = _peak_memory_mb(device)
+    peak, kind = _peak_memory_mb(device, base)
     train_edges = int(graph.train_edge_index().size(1))
     return {"impl": "pyg-lightgcn", "batch_size": model.batch_size, "train_edges": train_edges,
             "steps_per_epoch": -(-train_edges // model.batch_size), "precision": "32-true",

@@ -179,6 +179,19 @@ class BaseRecommender:
                          if not isinstance(v, (dict, torch.Tensor)))
         return f"{type(self).__name__}({args})"
 
+    def _on_score_device(self, name: str) -> torch.Tensor:
+        """The learned tensor ``self.<name>``, moved to :attr:`score_device` once and kept there.
+
+        Scoring runs chunk by chunk: a table left on the host (fitted on the CPU, as ALS is, or
+        read by :meth:`load`, which maps everything to the CPU) would otherwise be copied to the
+        GPU whole for every chunk. :meth:`save` writes tensors from the CPU wherever they are.
+        """
+        value = getattr(self, name)
+        if value.device != self.score_device:
+            value = value.to(self.score_device)
+            setattr(self, name, value)
+        return value
+
     @property
     def score_device(self) -> torch.device:
         """The device :meth:`score` returns tensors on (the fitted ``device_``, default CPU).

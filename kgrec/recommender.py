@@ -92,8 +92,13 @@ class Recommender:
         where = f"checkpoint {str(path)!r}"
         if not path.is_file():
             raise DataError(f"{where} does not exist; `kgrec fit` writes runs/lightning_logs/version_N/checkpoints/best.ckpt.")
-        if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device={device!r} but CUDA is not available; use device='cpu'.")
+        if device is not None and str(device).startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device={device!r} but CUDA is not available; use device='cpu'.")
+            index = torch.device(device).index
+            if index is not None and index >= torch.cuda.device_count():
+                raise ConfigError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA "
+                                  f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, not a torch file, or holding arbitrary objects

@@ -182,6 +182,26 @@ def test_bad_hyper_parameters(world, model, match):
         model.fit(split, graph)
 
 
+@pytest.mark.parametrize("make, names", [
+    (lambda: BPRMF(embedding_dim=8, batch_size=256, max_epochs=2, eval_every=1), ("user_factors_", "item_factors_")),
+    (lambda: TextKNN(text_features={"item": _item_text(40)}), ("user_embeddings_", "item_embeddings_")),
+])
+def test_scoring_moves_learned_tables_to_the_score_device_once(world, make, names, tmp_path):
+    dataset, split, graph = world
+    model = make().fit(split, graph)
+    path = model.save(tmp_path / "m.pt")
+    loaded = type(model).load(path)  # load maps every tensor to the CPU
+    # "meta" stands in for a GPU: scoring must not copy the tables there once per call
+    loaded.device_ = "meta"
+    users = torch.arange(3, device="meta")
+    first = loaded._score(users)
+    assert first.device.type == "meta" and first.shape == (3, loaded.num_items)
+    kept = [getattr(loaded, n) for n in names]
+    assert all(t.device.type == "meta" for t in kept)
+    loaded._score(users)
+    assert all(getattr(loaded, n) is t for n, t in zip(names, kept))  # moved once, then reused
+
+
 def test_cuda_device_without_cuda_is_refused(world):
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the error path cannot occur")

@@ -71,6 +71,20 @@ def test_propagation_equals_dense_normalised_adjacency(synthetic_graph):
     assert grad_sparse[1][~model.convs[0].learnable].abs().sum() == 0
 
 
+def test_a_graph_without_edges_flattens_on_the_device_of_its_edges(synthetic_graph):
+    from kgrec.nn import flatten_graph
+
+    data = synthetic_graph.data
+    empty = HeteroData()
+    for nt in data.node_types:
+        empty[nt].num_nodes = data[nt].num_nodes
+    for et in data.edge_types:  # "meta" stands in for a GPU; a sampled batch can draw no edge at all
+        empty[et].edge_index = torch.empty(2, 0, dtype=torch.long, device="meta")
+    flat = flatten_graph(empty, data.node_types, data.edge_types, len(synthetic_graph.relations))
+    tensors = [flat.edge_index, flat.edge_weight, flat.rel, *flat.csr, *flat.csr_t]
+    assert all(t.device.type == "meta" for t in tensors) and flat.edge_index.shape == (2, 0)
+
+
 def test_fixed_relation_weights_propagate_over_a_cached_adjacency(synthetic_graph):
     data = synthetic_graph.data
     model = KGRecModel({nt: data[nt].num_nodes for nt in data.node_types}, {}, data.edge_types,
@@ -580,6 +594,44 @@ def test_neighbor_sampling_runs_on_the_trainers_device(synthetic_graph, syntheti
     assert dm._sample_on() == torch.device(expected)
 
 
+@pytest.mark.parametrize("sampling", ["neighbor", "full"])
+def test_full_graph_degrees_are_kept_on_the_training_device_only_for_sampled_training(
+        synthetic_graph, synthetic_split, sampling, monkeypatch):
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split, sampling=sampling, num_neighbors=[5, 5])
+    module = KGRecModule(dm.graph_info, hidden_channels=8)
+    module._datamodule = lambda: dm
+    # "meta" stands in for a GPU: whatever on_fit_start keeps must land on the module's device
+    monkeypatch.setattr(KGRecModule, "device", property(lambda self: torch.device("meta")))
+    monkeypatch.setattr(module.model, "set_id_mask", lambda *a: None)  # its buffers live on the real device
+    module.on_fit_start()
+    degrees = module.model._degrees
+    if sampling == "full":  # a full graph is normalised by its own degrees: none kept, none computed
+        assert degrees is None
+    else:
+        assert set(degrees) == set(synthetic_graph.data.edge_types)
+        assert all(d.device.type == "meta" for pair in degrees.values() for d in pair)
+
+
+def test_a_graph_too_large_for_the_device_is_refused_by_size(synthetic_graph, synthetic_split, monkeypatch):
+    import kgrec.sampler.hetero_csc as csc
+
+    dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split)
+    need = sum(v.numel() * v.element_size() for store in synthetic_graph.data.stores for v in store.values()
+               if isinstance(v, torch.Tensor))
+    free = {"bytes": need - 1}
+    monkeypatch.setattr(csc, "available_bytes", lambda device: free["bytes"])
+    # "meta" stands in for a GPU with one byte too few
+    with pytest.raises(ConfigError, match=rf"need [0-9.]+ MiB \({need} bytes\) on device 'meta', which has [0-9.]+ "
+                                          r"MiB free\. Train with data.sampling: neighbor and data.sampling_device: cpu"):
+        dm.graph_on("meta")
+    assert dm._graph_copy is None
+    free["bytes"] = need
+    assert dm.graph_on("meta")[INTERACTS].edge_index.device.type == "meta"
+    # the host copy is already there: nothing to move, nothing to check
+    free["bytes"] = 0
+    assert dm.graph_on("cpu")[INTERACTS].edge_index.device.type == "cpu"
+
+
 def test_checkpoint_from_a_different_graph_is_refused(synthetic_graph, synthetic_split):
     dm = KGRecDataModule.from_graph(synthetic_graph, synthetic_split)
     module = KGRecModule(dm.graph_info)
@@ -858,6 +910,15 @@ class _TrainingDevices(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.devices.add(pl_module.device.type)
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_precisions_that_cast_the_weights_are_refused_by_name(precision):
+    dataset, split, graph = text_world()
+    dm, module = make_module(graph, split)
+    with pytest.raises(ConfigError, match=f"trainer.precision '{precision}' is not supported by kgrec; use one of "
+                                          "32-true, 16-mixed, bf16-mixed"):
+        fit(module, dm, epochs=1, precision=precision)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compares a CUDA run with the CPU one; needs a GPU")

@@ -196,6 +196,13 @@ def test_cuda_requested_without_a_gpu(ckpt):
         Recommender.from_checkpoint(ckpt, device="cuda")
 
 
+def test_a_cuda_index_past_the_machines_gpus_is_refused(ckpt, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"device='cuda:1' but this machine has 1 CUDA device\(s\) \(cuda:0 to cuda:0\)"):
+        Recommender.from_checkpoint(ckpt, device="cuda:1")
+
+
 def test_bad_checkpoints_are_refused_clearly(ckpt, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         Recommender.from_checkpoint(tmp_path / "missing.ckpt")

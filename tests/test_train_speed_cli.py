@@ -114,3 +114,56 @@ def test_a_ratio_only_between_rows_of_one_run():
     mixed = to_markdown([row("kgrec", 1.0, "def", 1), row("pyg-lightgcn", 4.0, "abc", 2)])
     assert "LightGCN's" not in mixed and "the rows come from different runs (git def, 1 thread(s) vs git abc" in mixed
     assert "per-row thread(s)" in mixed and "git per row" in mixed
+
+
+class _FakeCuda:
+    """Stands in for torch.cuda's allocator counters: bytes allocated now and their peak."""
+
+    def __init__(self, allocated):
+        self.allocated = self.peak = allocated
+
+    def alloc(self, n):
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: self.allocated)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: self.peak)
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: setattr(self, "peak", self.allocated))
+
+
+class _Leftover:
+    """A finished model's GPU copies, kept alive only by a reference cycle (as trainer <-> module)."""
+
+    def __init__(self, cuda, n):
+        self.cuda, self.n, self.me = cuda, n, self
+        cuda.alloc(n)
+
+    def __del__(self):
+        self.cuda.allocated -= self.n
+
+
+@pytest.mark.parametrize("which", ["train_speed", "run"])
+def test_cuda_peak_leaves_out_the_previous_models_leftovers(monkeypatch, which):
+    import gc
+
+    from benchmarks.run import _PeakMemory
+    from benchmarks.train_speed import _peak_memory_mb, _reset_peak
+
+    cuda = _FakeCuda(allocated=100 * 2**20)  # 100 MiB that stays (the split, say)
+    cuda.install(monkeypatch)
+    gc.disable()  # only the measurement's own collection may free the cycle
+    try:
+        _Leftover(cuda, 400 * 2**20)  # unreachable, but not yet collected
+        if which == "train_speed":
+            base = _reset_peak("cuda")
+            cuda.alloc(250 * 2**20)  # this model's own peak
+            peak, kind = _peak_memory_mb("cuda", base)
+        else:
+            with _PeakMemory("cuda") as probe:
+                cuda.alloc(250 * 2**20)
+            peak = probe.mib
+    finally:
+        gc.enable()
+    assert peak == pytest.approx(250.0)

@@ -94,5 +94,4 @@ class FactorScorer(BaseRecommender):
     """Scores as dot products of ``user_factors_`` ``(num_users, d)`` and ``item_factors_`` ``(num_items, d)``."""
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
-        u = self.user_factors_.to(self.device_)[users]
-        return u @ self.item_factors_.to(self.device_).T
+        return self._on_score_device("user_factors_")[users] @ self._on_score_device("item_factors_").T

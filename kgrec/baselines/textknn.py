@@ -66,5 +66,5 @@ class TextKNN(BaseRecommender):
         self.user_embeddings_ = torch.sparse.mm(adj, items) / degree  # (num_users, dim)
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
-        u = torch.nn.functional.normalize(self.user_embeddings_[users.cpu()], dim=1)
-        return (u.to(self.device_) @ self.item_embeddings_.to(self.device_).T)
+        u = torch.nn.functional.normalize(self._on_score_device("user_embeddings_")[users], dim=1)
+        return u @ self._on_score_device("item_embeddings_").T

@@ -75,6 +75,27 @@ class TensorBatchSampler(BatchSampler):
             yield order[start:start + self.batch_size]
 
 
+def _check_fits(data, device: torch.device) -> None:
+    """Refuse, by name and size, to copy a graph onto a device without the memory for it.
+
+    Without this a graph too large for the GPU fails as a bare CUDA out-of-memory error in
+    the middle of the copy. Only tensors not already on ``device`` count (they are the ones
+    copied); a device whose free memory cannot be known is not checked.
+    """
+    from kgrec.sampler.hetero_csc import _format_bytes, available_bytes
+
+    need = sum(v.numel() * v.element_size() for store in data.stores for v in store.values()
+               if isinstance(v, torch.Tensor) and v.device != device)
+    free = available_bytes(device) if need else None
+    if free is not None and need > free:
+        raise ConfigError(
+            f"the training graph and its features need {_format_bytes(need)} ({need} bytes) on device "
+            f"'{device}', which has {_format_bytes(free)} free. Train with data.sampling: neighbor and "
+            "data.sampling_device: cpu (the graph stays in host memory and only sampled batches move), "
+            "use a device with more memory, or shrink the graph (data.use_kg: false, fewer text dimensions)."
+        )
+
+
 def _as_batch(batch):
     """The collate function of :class:`EdgeSet` batches: they come whole."""
     return batch
@@ -289,7 +310,7 @@ class KGRecDataModule(L.LightningDataModule):
         A few vectorised passes over the edges (0.9 s per 10M pairs on a 2-core CPU), once
         per data module."""
         if getattr(self, "_fingerprint", None) is None:
-            users, items = (t.numpy().astype(np.uint64) for t in self.train_edges())
+            users, items = (t.cpu().numpy().astype(np.uint64) for t in self.train_edges())
             h = (users << np.uint64(32)) | items
             for shift, mult in ((31, 0xBF58476D1CE4E5B9), (29, 0x94D049BB133111EB)):  # splitmix64 finaliser
                 h = (h ^ (h >> np.uint64(shift))) * np.uint64(mult)
@@ -309,6 +330,8 @@ class KGRecDataModule(L.LightningDataModule):
         device = torch.device(device)
         cached = self._graph_copy
         if cached is None or cached[0] != device or cached[1] is not self.graph.data:
+            self._graph_copy = None  # an older copy is not kept beside the new one
+            _check_fits(self.graph.data, device)
             self._graph_copy = cached = (device, self.graph.data, data_on(self.graph.data, device))
         return cached[2]
 

@@ -295,6 +295,20 @@ class KGRecModule(L.LightningModule):
                     f"{self.hparams.num_layers}; give one fanout per layer."
                 )
 
+    #: Trainer precisions the module runs under: float32, or float32 weights with half-precision
+    #: autocast. ``*-true`` half (or double) precision casts the weights themselves, against the
+    #: float32 text features, sparse propagation and embeddings the model is written around.
+    PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
+
+    def setup(self, stage: str) -> None:
+        precision = str(getattr(self.trainer, "precision", "32-true"))
+        if precision not in self.PRECISIONS:
+            raise ConfigError(
+                f"trainer.precision {precision!r} is not supported by kgrec; use one of "
+                f"{', '.join(self.PRECISIONS)} (on a GPU, 'bf16-mixed' gives the half-precision speed: "
+                "weights stay float32, matrix products run in bfloat16)."
+            )
+
     def on_fit_start(self) -> None:
         dm = self._datamodule()
         self.check_graph(dm.graph_info)
@@ -305,7 +319,8 @@ class KGRecModule(L.LightningModule):
         self.model.set_id_mask("user", user_degree > 0)
         item_degree = torch.bincount(items, minlength=dm.graph.num_items)
         self.model.set_id_mask("item", item_degree > 0)
-        self.model.set_full_graph(dm.graph.data)
+        sampled = getattr(dm, "sampling", "full") == "neighbor"
+        self.model.set_full_graph(dm.graph.data if sampled else None, device=self.device)
         self._full = self._full_pool = None
         self._user_weight = None
         power = self.hparams.unobserved_user_power

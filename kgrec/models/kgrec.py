@@ -266,8 +266,8 @@ class KGRec(BaseRecommender):
         self.item_embeddings_ = out["item"].detach()
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
-        u = self.user_embeddings_.to(self.score_device)[users]
-        i = self.item_embeddings_.to(self.score_device)
+        u = self._on_score_device("user_embeddings_")[users]
+        i = self._on_score_device("item_embeddings_")
         if self.score_fn == "cosine":
             u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
         return u @ i.t()

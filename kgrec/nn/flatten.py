@@ -168,10 +168,12 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
         rels.append(r)
         side.append(rel_name not in UI_RELATIONS)
         groups.append("kg" if rel_name in KG_RELATIONS else rel_name)
-    if not srcs:
-        e = torch.empty(0, dtype=torch.long)
-        layout = (torch.zeros(start + 1, dtype=torch.long), e, e)
-        return FlatGraph(offsets, sizes, torch.empty(2, 0, dtype=torch.long), torch.empty(0), e, layout, layout)
+    if not srcs:  # no edge at all (a sampled batch can draw none): an empty graph, where the edges would be
+        device = next((data[et].edge_index.device for et in edge_types if et in data.edge_types), None)
+        e = torch.empty(0, dtype=torch.long, device=device)
+        layout = (torch.zeros(start + 1, dtype=torch.long, device=device), e, e)
+        return FlatGraph(offsets, sizes, torch.empty(2, 0, dtype=torch.long, device=device),
+                         torch.empty(0, device=device), e, layout, layout)
     src, dst = torch.cat(srcs), torch.cat(dsts)
     weight, rel = torch.cat(weights), torch.cat(rels)
     # side edge types are averaged per target, then mixed with the user-item message

@@ -210,9 +210,18 @@ class KGRecModel(nn.Module):
             out[nt] = F.dropout(h, self.dropout, self.training)
         return out
 
-    def set_full_graph(self, data: HeteroData) -> None:
-        """Remember the full training graph's degrees: sampled subgraphs are normalised by them."""
-        self._degrees = full_degrees(data)
+    def set_full_graph(self, data: HeteroData | None, device: torch.device | str | None = None) -> None:
+        """Remember the full training graph's degrees: sampled subgraphs are normalised by them.
+
+        ``device``: where to keep them (the training device, so that a sampled step on a GPU
+        does not copy a node-count-sized vector per edge type from the host every time).
+        ``None`` as ``data`` forgets them: full-graph training never looks them up.
+        """
+        if data is None:
+            self._degrees = None
+            return
+        self._degrees = {et: tuple(d.to(device) for d in pair) if device is not None else pair
+                         for et, pair in full_degrees(data).items()}
 
     def flatten(self, data: HeteroData) -> FlatGraph:
         """Precompute the propagation graph of ``data`` (reuse it for a fixed full graph).
