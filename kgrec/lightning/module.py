@@ -84,11 +84,12 @@ class KGRecModule(L.LightningModule):
             by its user's training degree to the power ``-unobserved_user_power``, normalised to
             mean 1 over the edges. 0: every edge alike, so a user's unobserved pairs weigh in
             proportion to their interactions; 1: every user alike, as in iALS. 0 by default.
-            Measured on ml-100k (valid NDCG@20, seed 2026, 0 -> 0.5; test rows: ``kgrec-upow``
-            in the ml-100k benchmark results): random 0.3029 -> 0.3055, temporal 0.1603 ->
+            Measured on ml-100k (valid NDCG@20, seed 2026, 0 -> 0.5, batch 1,024; test rows:
+            ``kgrec-upow`` in the ml-100k benchmark results): random 0.3029 -> 0.3055, temporal 0.1603 ->
             0.1624, but cold_item 0.2991 -> 0.2873 with strict cold-start Recall@20 (test)
-            0.2793 -> 0.2548. On ml-1m (its suite settings, lr 0.01, batch 16,384) 0.5 trains
-            unstably: valid NDCG@20 falls after the first epochs and early stopping ends it
+            0.2793 -> 0.2548. At batch 4,096 (the ml-100k default since 2026-12-06), and on
+            ml-1m (its suite settings, lr 0.01, batch 16,384), 0.5 trains unstably (ml-100k
+            random valid 0.3049 -> 0.2739): valid NDCG@20 falls after the first epochs and early stopping ends it
             (valid 0.1676, test 0.1819 / 0.1969 against valid 0.2606, test 0.3064 / 0.3147 at
             0); before ``cold_detach`` was the default, waiting longer (patience 20) recovered
             it noisily to test 0.2918 / 0.3022, still below 0. Power 1 fell on both warm splits
