@@ -700,6 +700,36 @@ def test_cli_logs_metrics_to_csv_even_where_tensorboard_is_installed(tmp_path, m
     assert cli.trainer.logger is None
 
 
+def test_cli_predict_writes_every_users_top_k_as_the_recommender_ranks_them(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from kgrec import Recommender
+    from kgrec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "2"]) == 0
+    ckpt = tmp_path / "runs" / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt"
+    assert main(["predict", "--config", str(CONFIG), "--ckpt_path", str(ckpt), "--predictions.k", "7"]) == 0
+    frame = pd.read_parquet(tmp_path / "runs" / "lightning_logs" / "version_1" / "predictions.parquet")
+    assert list(frame.columns) == ["user", "rank", "item", "name", "score"]
+    # what the checkpoint serves, ranked by code written for serving, not by the writer
+    rec = Recommender.from_checkpoint(ckpt, device="cpu")
+    assert frame["user"].nunique() == rec.num_users and len(frame) == 7 * rec.num_users
+    expected = rec.recommend(rec.vocabs["user"], k=7)
+    assert frame[["user", "rank", "item"]].equals(expected[["user", "rank", "item"]])
+    assert frame["score"].to_numpy() == pytest.approx(expected["score"].to_numpy(), abs=1e-5)
+    # no user is recommended an item they trained on
+    seen = set(zip(*(rec.data[INTERACTS].edge_index[i].tolist() for i in (0, 1))))
+    users, items = ({v: i for i, v in enumerate(rec.vocabs[nt])} for nt in ("user", "item"))
+    assert not any((users[u], items[i]) in seen for u, i in zip(frame["user"], frame["item"]))
+    # a k past the catalogue is named
+    capsys.readouterr()
+    assert main(["predict", "--config", str(CONFIG), "--ckpt_path", str(ckpt), "--predictions.k", "100000"]) == 2
+    assert "predictions.k=100000 is larger than the catalogue" in capsys.readouterr().err
+    assert main(["predict", "--config", str(CONFIG), "--ckpt_path", str(ckpt), "--predictions.k", "0"]) == 2
+    assert "predictions.k must be a positive integer; got 0" in capsys.readouterr().err
+
+
 def test_checkpoint_from_another_split_is_refused_for_test_validate_and_resume(tmp_path, monkeypatch, capsys):
     # the graph's shape does not depend on the split seed, so only the train fingerprint tells
     # a checkpoint trained on seed 2026's train pairs from data split with seed 7

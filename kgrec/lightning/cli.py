@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from kgrec.lightning.datamodule import KGRecDataModule
 from kgrec.lightning.module import KGRecModule
+from kgrec.lightning.predict import TopKWriter
 
 __all__ = ["KGRecCLI", "run_cli"]
 
@@ -24,6 +25,8 @@ class KGRecCLI(LightningCLI):
     ``CSVLogger`` (``<default_root_dir>/lightning_logs/version_N/metrics.csv``) unless
     ``trainer.logger`` names another: Lightning's own default is TensorBoard wherever
     ``tensorboard`` happens to be installed, and a run's files should not depend on that.
+    ``kgrec predict`` writes every user's top-k items to ``predictions.parquet`` in its run
+    directory (:class:`~kgrec.lightning.predict.TopKWriter`, options under ``predictions``).
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -35,6 +38,7 @@ class KGRecCLI(LightningCLI):
         parser.set_defaults({"checkpoint.monitor": "val/ndcg@20", "checkpoint.mode": "max",
                              "checkpoint.save_top_k": 1, "checkpoint.filename": "best",
                              "checkpoint.save_last": True})
+        parser.add_lightning_class_args(TopKWriter, "predictions")  # what `kgrec predict` writes
 
     def instantiate_trainer(self, **kwargs):
         trainer = self.config_init.get(f"{self.subcommand}.trainer" if self.subcommand else "trainer") or {}
