@@ -18,6 +18,7 @@ bundle of :mod:`kgrec.serving`); nothing is re-read from the dataset.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -34,6 +35,19 @@ from kgrec.io import atomic_write
 from kgrec.serving import bundle_graph, check_bundle, encoder_from_spec
 
 __all__ = ["Recommender"]
+
+
+def _brief(reason: str, limit: int = 200) -> str:
+    """``reason`` cut to at most ``limit`` characters at a word boundary, marked with an ellipsis."""
+    if len(reason) <= limit:
+        return reason
+    return reason[:limit].rsplit(" ", 1)[0].rstrip(" ,;:(") + " …"
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message as one short line: terminal colour codes dropped, lines joined."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    return _brief(text) if text else type(exc).__name__
 
 HAS_TAG = ("item", "has_tag", "tag")
 HAS_ATTRIBUTE = ("user", "has_attribute", "tag")
@@ -102,8 +116,7 @@ class Recommender:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, not a torch file, or holding arbitrary objects
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{where} is corrupt or not a kgrec checkpoint ({reason[:200]}).") from None
+            raise DataError(f"{where} is corrupt or not a kgrec checkpoint ({_reason(exc)}).") from None
         if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
             raise DataError(f"{where} is not a kgrec training checkpoint (no state_dict / hyper_parameters).")
         bundle = check_bundle(ckpt.get("kgrec_serving"), where)
@@ -114,8 +127,7 @@ class Recommender:
             module = KGRecModule(**hparams)
             module.load_state_dict(ckpt["state_dict"])
         except (TypeError, RuntimeError, ConfigError) as exc:
-            reason = str(exc).strip().splitlines()[0]
-            raise DataError(f"{where} does not match this kgrec version's model ({reason[:200]}).") from None
+            raise DataError(f"{where} does not match this kgrec version's model ({_reason(exc)}).") from None
         return cls(module.model, bundle, text_encoder=text_encoder, device=device)
 
     @torch.no_grad()

@@ -245,9 +245,21 @@ def _mark_built():
 def test_checkpoint_with_arbitrary_objects_is_not_unpickled(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {}, "kgrec_serving": _Payload()}, path)
-    with pytest.raises(DataError, match="corrupt or not a kgrec checkpoint"):
+    with pytest.raises(DataError, match="corrupt or not a kgrec checkpoint") as info:
         Recommender.from_checkpoint(path)
     assert not _Payload.built
+    # torch's long explanation is cut at a word, not mid-word, and says it was cut
+    message = str(info.value)
+    assert message.endswith(" …).") and len(message) < 200 + len(str(path)) + 80
+    assert "\x1b" not in message and "\n" not in message  # no terminal colour codes, one line
+
+
+def test_long_reasons_are_cut_at_a_word_boundary():
+    from kgrec.recommender import _brief
+
+    assert _brief("short reason") == "short reason"
+    cut = _brief("word " * 100, limit=23)
+    assert cut == "word word word word …"
 
 
 # ----------------------------------------------------------------- CLI
