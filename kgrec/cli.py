@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from kgrec.errors import ConfigError, KGRecError
+from kgrec.errors import ConfigError, DataError, KGRecError
 
 __all__ = ["main"]
 
@@ -38,7 +38,10 @@ def _info(argv: Sequence[str]) -> int:
         return _info_scale(args)
     if args.scale is not None:
         raise ConfigError(f"--scale sizes the {SCALE_DATASET!r} graph only; --data is {args.data!r}.")
-    dataset = load_dataset(args.data)
+    try:
+        dataset = load_dataset(args.data)
+    except DataError as err:  # `kgrec info` also knows the scale world, which load_dataset does not
+        raise DataError(f"{err} `kgrec info` also takes --data {SCALE_DATASET}.") from None
     print(dataset.summary())
     split = split_dataset(dataset, args.split, seed=args.seed)
     print(split.summary())

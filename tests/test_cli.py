@@ -42,6 +42,7 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("kgrec: error: Unknown dataset")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.strip().endswith("`kgrec info` also takes --data synthetic-scale.")
 
 
 def test_unknown_command(capsys):
