@@ -746,7 +746,10 @@ def test_checkpoint_from_another_split_is_refused_for_test_validate_and_resume(t
         assert "kgrec: error:" in err and "trained on other train interactions" in err and "data.seed" in err
         assert re.search(r"as many train pairs, [\d,]+, but not the same ones", err)
     assert not list((tmp_path / "runs").rglob("test_metrics.json"))
+    # the refused runs leave no run directory behind (they recorded nothing), so the next is version_1
+    assert sorted(p.name for p in (tmp_path / "runs" / "lightning_logs").iterdir()) == ["version_0"]
     assert main(["test", "--config", str(CONFIG), "--ckpt_path", ckpt]) == 0  # its own split still tests
+    assert (tmp_path / "runs" / "lightning_logs" / "version_1" / "test_metrics.json").is_file()
 
 
 def test_train_fingerprint_ignores_order_and_sees_one_changed_pair(synthetic_graph, synthetic_split):

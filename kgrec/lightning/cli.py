@@ -40,11 +40,15 @@ class KGRecCLI(LightningCLI):
                              "checkpoint.save_last": True})
         parser.add_lightning_class_args(TopKWriter, "predictions")  # what `kgrec predict` writes
 
+    #: The trainer of the run in progress (read when a run fails, see :func:`run_cli`).
+    last_trainer = None
+
     def instantiate_trainer(self, **kwargs):
         trainer = self.config_init.get(f"{self.subcommand}.trainer" if self.subcommand else "trainer") or {}
         if "logger" not in kwargs and trainer.get("logger") in (None, True):
             kwargs["logger"] = CSVLogger(save_dir=trainer.get("default_root_dir") or "runs")
-        return super().instantiate_trainer(**kwargs)
+        KGRecCLI.last_trainer = out = super().instantiate_trainer(**kwargs)
+        return out
 
     def before_fit(self) -> None:
         self.model.check_fanouts(self.datamodule)
@@ -56,8 +60,36 @@ def run_cli(args: Sequence[str]) -> KGRecCLI:
     from unittest import mock
 
     # ``args`` is the whole command line; hide sys.argv so LightningCLI does not warn about both.
+    KGRecCLI.last_trainer = None
     with mock.patch.object(sys, "argv", sys.argv[:1]):
-        return _make_cli(args)
+        try:
+            return _make_cli(args)
+        except BaseException:
+            _drop_stillborn_run(KGRecCLI.last_trainer)
+            raise
+
+
+#: What every run writes before its first step; a run directory holding nothing else recorded nothing.
+_SETUP_FILES = {"config.yaml", "hparams.yaml"}
+
+
+def _drop_stillborn_run(trainer) -> None:
+    """Remove the run directory of a run that failed before it wrote anything of its own.
+
+    A refused ``kgrec test`` (a checkpoint from another split, say) has by then created
+    ``version_N/`` with its config: left there, it reads like a run that happened, and the
+    next run is numbered past it. A directory holding anything more (metrics, checkpoints)
+    is kept.
+    """
+    import shutil
+    from pathlib import Path
+
+    log_dir = getattr(trainer, "log_dir", None) if trainer is not None else None
+    if not log_dir or not Path(log_dir).is_dir():
+        return
+    files = [p for p in Path(log_dir).rglob("*") if p.is_file()]
+    if all(p.name in _SETUP_FILES and p.parent == Path(log_dir) for p in files):
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def _make_cli(args: Sequence[str]) -> KGRecCLI:
