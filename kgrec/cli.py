@@ -41,6 +41,8 @@ def _info(argv: Sequence[str]) -> int:
     try:
         dataset = load_dataset(args.data)
     except DataError as err:  # `kgrec info` also knows the scale world, which load_dataset does not
+        if not str(err).startswith("Unknown dataset"):
+            raise
         raise DataError(f"{err} `kgrec info` also takes --data {SCALE_DATASET}.") from None
     print(dataset.summary())
     split = split_dataset(dataset, args.split, seed=args.seed)

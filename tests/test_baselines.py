@@ -185,6 +185,7 @@ def test_bad_hyper_parameters(world, model, match):
 @pytest.mark.parametrize("make, names", [
     (lambda: BPRMF(embedding_dim=8, batch_size=256, max_epochs=2, eval_every=1), ("user_factors_", "item_factors_")),
     (lambda: TextKNN(text_features={"item": _item_text(40)}), ("user_embeddings_", "item_embeddings_")),
+    (lambda: MostPop(), ("popularity_",)),
 ])
 def test_scoring_moves_learned_tables_to_the_score_device_once(world, make, names, tmp_path):
     dataset, split, graph = world

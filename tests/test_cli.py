@@ -43,6 +43,10 @@ def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     assert proc.stderr.strip().startswith("kgrec: error: Unknown dataset")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.strip().endswith("`kgrec info` also takes --data synthetic-scale.")
+    # a directory that exists but holds no dataset gets its own error, without that hint
+    proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "info", "--data", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "synthetic-scale" not in proc.stderr
 
 
 def test_unknown_command(capsys):

@@ -622,7 +622,8 @@ def test_a_graph_too_large_for_the_device_is_refused_by_size(synthetic_graph, sy
     monkeypatch.setattr(csc, "available_bytes", lambda device: free["bytes"])
     # "meta" stands in for a GPU with one byte too few
     with pytest.raises(ConfigError, match=rf"need [0-9.]+ MiB \({need} bytes\) on device 'meta', which has [0-9.]+ "
-                                          r"MiB free\. Train with data.sampling: neighbor and data.sampling_device: cpu"):
+                                          r"MiB free\. kgrec evaluates .* the graph must fit there: use a device "
+                                          r"with more memory, train on the CPU \(--trainer.accelerator cpu\)"):
         dm.graph_on("meta")
     assert dm._graph_copy is None
     free["bytes"] = need
@@ -696,6 +697,10 @@ def test_cli_logs_metrics_to_csv_even_where_tensorboard_is_installed(tmp_path, m
     assert isinstance(cli.trainer.logger, CSVLogger)
     assert (tmp_path / "out" / "lightning_logs" / "version_0" / "metrics.csv").is_file()
     # a logger the config names is kept, and so is none at all
+    cli = run_cli(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "1",
+                   "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir",
+                   "mine", "--trainer.logger.init_args.name", "named"])
+    assert cli.trainer.logger.save_dir == "mine" and cli.trainer.logger.name == "named"
     cli = run_cli(["fit", "--config", str(CONFIG), "--trainer.max_epochs", "1", "--trainer.logger", "false"])
     assert cli.trainer.logger is None
 
@@ -722,6 +727,13 @@ def test_cli_predict_writes_every_users_top_k_as_the_recommender_ranks_them(tmp_
     seen = set(zip(*(rec.data[INTERACTS].edge_index[i].tolist() for i in (0, 1))))
     users, items = ({v: i for i, v in enumerate(rec.vocabs[nt])} for nt in ("user", "item"))
     assert not any((users[u], items[i]) in seen for u, i in zip(frame["user"], frame["item"]))
+    # in several chunks, seen items included: still what the Recommender ranks
+    assert main(["predict", "--config", str(CONFIG), "--ckpt_path", str(ckpt), "--predictions.k", "3",
+                 "--predictions.chunk_users", "7", "--predictions.exclude_seen", "false"]) == 0
+    chunked = pd.read_parquet(tmp_path / "runs" / "lightning_logs" / "version_2" / "predictions.parquet")
+    expected = rec.recommend(rec.vocabs["user"], k=3, exclude_seen=False)
+    assert chunked[["user", "rank", "item"]].equals(expected[["user", "rank", "item"]])
+    assert any((users[u], items[i]) in seen for u, i in zip(chunked["user"], chunked["item"]))
     # a k past the catalogue is named
     capsys.readouterr()
     assert main(["predict", "--config", str(CONFIG), "--ckpt_path", str(ckpt), "--predictions.k", "100000"]) == 2
@@ -750,6 +762,13 @@ def test_checkpoint_from_another_split_is_refused_for_test_validate_and_resume(t
     assert sorted(p.name for p in (tmp_path / "runs" / "lightning_logs").iterdir()) == ["version_0"]
     assert main(["test", "--config", str(CONFIG), "--ckpt_path", ckpt]) == 0  # its own split still tests
     assert (tmp_path / "runs" / "lightning_logs" / "version_1" / "test_metrics.json").is_file()
+    # without a numbering logger the run writes into a directory the user named: never removed
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text(CONFIG.read_text())
+    assert main(["test", "--config", str(mine / "config.yaml"), "--data.seed", "7", "--ckpt_path", ckpt,
+                 "--trainer.logger", "false", "--trainer.default_root_dir", str(mine)]) == 2
+    assert (mine / "config.yaml").is_file()
 
 
 def test_train_fingerprint_ignores_order_and_sees_one_changed_pair(synthetic_graph, synthetic_split):

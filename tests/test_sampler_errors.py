@@ -179,3 +179,14 @@ def test_a_batch_that_fails_part_way_leaves_the_next_batch_correct(monkeypatch):
             assert torch.equal(out.node[edge_type[0]][rows], data[edge_type].edge_index[0, eids]), edge_type
             checked += 1
     assert checked >= 3
+
+
+def test_cuda_free_memory_counts_what_the_caching_allocator_holds_unused(monkeypatch):
+    from kgrec.sampler.hetero_csc import available_bytes
+
+    # the driver reports 100 MiB free; PyTorch holds 300 MiB reserved of which 200 MiB are in use
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100 * 2**20, 1000 * 2**20))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 300 * 2**20)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 200 * 2**20)
+    assert available_bytes(torch.device("cuda", 0)) == 200 * 2**20
+    assert available_bytes(torch.device("meta")) is None

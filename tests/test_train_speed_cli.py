@@ -158,6 +158,7 @@ def test_cuda_peak_leaves_out_the_previous_models_leftovers(monkeypatch, which):
         _Leftover(cuda, 400 * 2**20)  # unreachable, but not yet collected
         if which == "train_speed":
             base = _reset_peak("cuda")
+            assert base == 100 * 2**20  # the leftover was collected before the count started
             cuda.alloc(250 * 2**20)  # this model's own peak
             peak, kind = _peak_memory_mb("cuda", base)
         else:

@@ -67,5 +67,5 @@ class EASE(BaseRecommender):
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
         rows = self.train_[users.cpu().numpy()].toarray()
-        weights = self.weights_.to(self.device_)
+        weights = self._on_score_device("weights_")
         return torch.from_numpy(rows).to(weights) @ weights

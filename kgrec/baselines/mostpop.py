@@ -27,5 +27,5 @@ class MostPop(BaseRecommender):
         self.popularity_ = torch.from_numpy(counts)  # (num_items,)
 
     def _score(self, users: torch.Tensor) -> torch.Tensor:
-        pop = self.popularity_.to(self.device_)
+        pop = self._on_score_device("popularity_")
         return pop.unsqueeze(0).expand(len(users), -1).clone()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from kgrec.lightning.datamodule import KGRecDataModule
 from kgrec.lightning.module import KGRecModule
@@ -40,14 +41,18 @@ class KGRecCLI(LightningCLI):
                              "checkpoint.save_last": True})
         parser.add_lightning_class_args(TopKWriter, "predictions")  # what `kgrec predict` writes
 
-    #: The trainer of the run in progress (read when a run fails, see :func:`run_cli`).
-    last_trainer = None
+    #: The ``version_N/`` directory the run in progress will create, when its logger numbers runs
+    #: and that directory does not exist yet (read if the run fails, see :func:`run_cli`).
+    new_run_dir: Optional[Path] = None
 
     def instantiate_trainer(self, **kwargs):
         trainer = self.config_init.get(f"{self.subcommand}.trainer" if self.subcommand else "trainer") or {}
         if "logger" not in kwargs and trainer.get("logger") in (None, True):
             kwargs["logger"] = CSVLogger(save_dir=trainer.get("default_root_dir") or "runs")
-        KGRecCLI.last_trainer = out = super().instantiate_trainer(**kwargs)
+        out = super().instantiate_trainer(**kwargs)
+        if isinstance(out.logger, (CSVLogger, TensorBoardLogger)) and out.is_global_zero:
+            run_dir = Path(out.logger.log_dir)
+            KGRecCLI.new_run_dir = None if run_dir.exists() else run_dir
         return out
 
     def before_fit(self) -> None:
@@ -60,36 +65,37 @@ def run_cli(args: Sequence[str]) -> KGRecCLI:
     from unittest import mock
 
     # ``args`` is the whole command line; hide sys.argv so LightningCLI does not warn about both.
-    KGRecCLI.last_trainer = None
+    KGRecCLI.new_run_dir = None
     with mock.patch.object(sys, "argv", sys.argv[:1]):
         try:
             return _make_cli(args)
         except BaseException:
-            _drop_stillborn_run(KGRecCLI.last_trainer)
+            _drop_stillborn_run(KGRecCLI.new_run_dir)
             raise
+        finally:
+            KGRecCLI.new_run_dir = None
 
 
 #: What every run writes before its first step; a run directory holding nothing else recorded nothing.
 _SETUP_FILES = {"config.yaml", "hparams.yaml"}
 
 
-def _drop_stillborn_run(trainer) -> None:
-    """Remove the run directory of a run that failed before it wrote anything of its own.
+def _drop_stillborn_run(run_dir: Optional[Path]) -> None:
+    """Remove the ``version_N/`` directory a failed run created, if it wrote nothing of its own.
 
     A refused ``kgrec test`` (a checkpoint from another split, say) has by then created
     ``version_N/`` with its config: left there, it reads like a run that happened, and the
-    next run is numbered past it. A directory holding anything more (metrics, checkpoints)
-    is kept.
+    next run is numbered past it. Only a directory this run's logger created is considered
+    (never ``default_root_dir`` or a logger's ``save_dir``), and one holding anything more
+    than its config (metrics, checkpoints) is kept.
     """
     import shutil
-    from pathlib import Path
 
-    log_dir = getattr(trainer, "log_dir", None) if trainer is not None else None
-    if not log_dir or not Path(log_dir).is_dir():
+    if run_dir is None or not run_dir.is_dir():
         return
-    files = [p for p in Path(log_dir).rglob("*") if p.is_file()]
-    if all(p.name in _SETUP_FILES and p.parent == Path(log_dir) for p in files):
-        shutil.rmtree(log_dir, ignore_errors=True)
+    entries = list(run_dir.iterdir())
+    if all(p.is_file() and p.name in _SETUP_FILES for p in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _make_cli(args: Sequence[str]) -> KGRecCLI:

@@ -90,9 +90,10 @@ def _check_fits(data, device: torch.device) -> None:
     if free is not None and need > free:
         raise ConfigError(
             f"the training graph and its features need {_format_bytes(need)} ({need} bytes) on device "
-            f"'{device}', which has {_format_bytes(free)} free. Train with data.sampling: neighbor and "
-            "data.sampling_device: cpu (the graph stays in host memory and only sampled batches move), "
-            "use a device with more memory, or shrink the graph (data.use_kg: false, fewer text dimensions)."
+            f"'{device}', which has {_format_bytes(free)} free. kgrec evaluates (and trains with "
+            "data.sampling: full) by passes over the whole graph on the trainer's device, so the graph "
+            "must fit there: use a device with more memory, train on the CPU (--trainer.accelerator cpu), "
+            "or shrink the graph (data.use_kg: false, fewer text dimensions)."
         )
 
 
@@ -135,8 +136,9 @@ class KGRecDataModule(L.LightningDataModule):
         sampling_device: Where ``neighbor`` sampling runs. ``auto``: on the trainer's device
             when ``num_workers`` is 0, so on a GPU the graph, its features and the sampler stay
             on the device and a batch is never copied from the host; on the CPU when workers
-            sample (a forked worker cannot use CUDA). ``cpu``: always on the host (a graph
-            larger than the GPU's free memory; the sampler refuses one that does not fit).
+            sample (a forked worker cannot use CUDA). ``cpu``: always on the host (keeps the
+            sampler's CSC and relabel buffers off the GPU; evaluation still runs full-graph
+            passes on the trainer's device, so the graph itself must fit there).
         cache_dir: Dataset and embedding cache root (``None``: ``$KGREC_CACHE_DIR``).
         scale: Sizes of the ``synthetic-scale`` graph (``path: synthetic-scale`` only): any of
             ``users``, ``items``, ``edges`` (interactions before the split), ``text_dim`` and
@@ -330,7 +332,7 @@ class KGRecDataModule(L.LightningDataModule):
         device = torch.device(device)
         cached = self._graph_copy
         if cached is None or cached[0] != device or cached[1] is not self.graph.data:
-            self._graph_copy = None  # an older copy is not kept beside the new one
+            self._graph_copy = cached = None  # an older copy is not kept beside the new one
             _check_fits(self.graph.data, device)
             self._graph_copy = cached = (device, self.graph.data, data_on(self.graph.data, device))
         return cached[2]

@@ -472,10 +472,13 @@ class KGRecModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         metrics = self._evaluate("test")
-        if self._trainer is None or not self.trainer.is_global_zero:
+        if self._trainer is None:
+            return
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks, rank zero writes
+        if not self.trainer.is_global_zero:
             return
         payload = {k: float(v) for k, v in metrics.items()}
-        targets = [Path(self.trainer.log_dir)] if self.trainer.log_dir else []
+        targets = [Path(log_dir)] if log_dir else []
         # `kgrec test --ckpt_path <run>/checkpoints/best.ckpt` runs in a new logger version; the
         # metrics also go beside the run that trained the checkpoint, where a user looks for them
         trained_run = None

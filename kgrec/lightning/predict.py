@@ -44,7 +44,14 @@ class TopKWriter(L.Callback):
         self.k, self.exclude_seen, self.chunk_users, self.filename = k, exclude_seen, chunk_users, filename
         self.path: Path | None = None
 
+    def on_predict_start(self, trainer, pl_module) -> None:
+        num_items = trainer.datamodule.graph.num_items  # checked on every rank, before any work
+        if self.k > num_items:
+            raise ConfigError(f"predictions.k={self.k} is larger than the catalogue ({num_items:,} items); "
+                              f"use predictions.k <= {num_items}.")
+
     def on_predict_end(self, trainer, pl_module) -> None:
+        directory = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir is collective: every rank asks
         if not trainer.is_global_zero:
             return
         from tqdm.auto import tqdm
@@ -52,16 +59,11 @@ class TopKWriter(L.Callback):
         from kgrec.recommender import Recommender
         from kgrec.serving import serving_bundle
 
-        dm = trainer.datamodule
-        rec = Recommender(pl_module.model, serving_bundle(dm), device=str(pl_module.device))
-        if self.k > rec.num_items:
-            raise ConfigError(f"predictions.k={self.k} is larger than the catalogue ({rec.num_items:,} items); "
-                              f"use predictions.k <= {rec.num_items}.")
+        rec = Recommender(pl_module.model, serving_bundle(trainer.datamodule), device=str(pl_module.device))
         users = rec.vocabs["user"]
         starts = range(0, len(users), self.chunk_users)
         frames = [rec.recommend(users[s:s + self.chunk_users], k=self.k, exclude_seen=self.exclude_seen)
                   for s in tqdm(starts, desc="Ranking", unit="chunk", disable=len(starts) < 2)]
         frame = pd.concat(frames, ignore_index=True)
-        directory = Path(trainer.log_dir or trainer.default_root_dir)
         self.path = atomic_write(directory / self.filename, lambda fh: frame.to_parquet(fh, index=False))
         log.info("top-%d items of %d users written to %s", self.k, len(users), self.path)

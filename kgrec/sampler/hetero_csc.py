@@ -18,10 +18,15 @@ _INT64 = 8
 
 
 def available_bytes(device: torch.device) -> Optional[int]:
-    """Free memory on ``device`` in bytes, or ``None`` where it cannot be known."""
+    """Free memory on ``device`` in bytes, or ``None`` where it cannot be known.
+
+    On CUDA that is the driver's free memory plus what PyTorch's caching allocator holds
+    reserved but unused (``mem_get_info`` counts that as taken, though a new tensor gets it).
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(cached, 0))
     if device.type == "cpu":
         try:
             return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
