@@ -860,6 +860,22 @@ def test_ddp_two_cpu_processes_train_on_shards(synthetic_graph, synthetic_split,
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained weights came back
 
 
+def test_cli_fit_runs_ddp_over_two_processes(tmp_path):
+    """`kgrec fit --trainer.devices 2`: Lightning's default DDP launcher starts rank 1 by re-running
+    the command line, so the CLI must leave the real one in sys.argv (it once hid it, and rank 1
+    started with no arguments while rank 0 waited for it forever)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "kgrec.cli", "fit", "--config", str(CONFIG), "--trainer.max_epochs", "1",
+           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "metrics.csv").is_file()
+    assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"sampling": "random-walk"}, r"'sampling' parameter must be one of \{'full', 'neighbor'\}; got 'random-walk'"),
     ({"batch_size": 0}, "'batch_size' parameter must be a positive integer; got 0"),

@@ -64,9 +64,11 @@ def run_cli(args: Sequence[str]) -> KGRecCLI:
     import sys
     from unittest import mock
 
-    # ``args`` is the whole command line; hide sys.argv so LightningCLI does not warn about both.
+    # ``args`` is the whole command line. sys.argv is set to it for the run: LightningCLI warns when
+    # the two differ, and multi-process DDP (`--trainer.devices 2`) starts each further rank by
+    # re-running sys.argv, which has to be this command, subcommand included.
     KGRecCLI.new_run_dir = None
-    with mock.patch.object(sys, "argv", sys.argv[:1]):
+    with mock.patch.object(sys, "argv", [sys.argv[0], *args]):
         try:
             return _make_cli(args)
         except BaseException:
