@@ -874,6 +874,13 @@ def test_cli_fit_runs_ddp_over_two_processes(tmp_path):
     run = tmp_path / "runs" / "lightning_logs" / "version_0"
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "metrics.csv").is_file()
     assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
+    # predict ranks every user in one step: on two processes it is refused by name, not by a traceback
+    ckpt = run / "checkpoints" / "best.ckpt"
+    predict = [*cmd[:3], "predict", *cmd[4:6], "--ckpt_path", str(ckpt), *cmd[8:]]
+    proc = subprocess.run(predict, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 2
+    assert "kgrec predict ranks every user in one pass; run it on one device (--trainer.devices 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -302,6 +302,10 @@ class KGRecModule(L.LightningModule):
     PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 
     def setup(self, stage: str) -> None:
+        if stage == "predict" and self.trainer.world_size > 1:
+            # one step ranks every user; Lightning's predict sampler cannot split a single step
+            raise ConfigError(f"kgrec predict ranks every user in one pass; run it on one device "
+                              f"(--trainer.devices 1), not {self.trainer.world_size}.")
         precision = str(getattr(self.trainer, "precision", "32-true"))
         if precision not in self.PRECISIONS:
             raise ConfigError(
