@@ -24,7 +24,6 @@ package is one line in :data:`MODEL_MODULES`.
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import importlib
 import inspect
@@ -42,7 +41,7 @@ import torch
 import yaml
 
 from benchmarks.paired import per_user_path, write_per_user
-from benchmarks.speed_rows import git_sha
+from benchmarks.speed_rows import cuda_peak_start, git_sha
 from kgrec.base import BaseRecommender
 from kgrec.io import atomic_write_text
 from kgrec.errors import ConfigError, KGRecError
@@ -105,9 +104,8 @@ class _PeakMemory:
     """Peak resident memory (CPU, sampled every 20 ms) or peak CUDA allocation, in MiB.
 
     On CUDA the peak counts from what is still allocated when the block starts, after a
-    garbage collection: the previous model's trainer, module and data module refer to each
-    other and keep their GPU copies until collected, and ``reset_peak_memory_stats`` only
-    lowers the peak to what is allocated, so without both one row would carry the last one's.
+    garbage collection (:func:`~benchmarks.speed_rows.cuda_peak_start`), so no row carries
+    the previous model's leftovers.
     """
 
     def __init__(self, device: str) -> None:
@@ -127,10 +125,7 @@ class _PeakMemory:
 
     def __enter__(self):
         if self.cuda:
-            gc.collect()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
+            self._base = cuda_peak_start()
         else:
             self.peak = self._rss()
             self._thread = threading.Thread(target=self._loop, daemon=True)

@@ -16,7 +16,24 @@ import torch_geometric
 
 from kgrec.io import atomic_write_text
 
-__all__ = ["git_sha", "run_meta", "header", "merge_rows"]
+__all__ = ["git_sha", "run_meta", "header", "merge_rows", "cuda_peak_start"]
+
+
+def cuda_peak_start() -> int:
+    """Start measuring a CUDA peak; returns the bytes still allocated, which the peak leaves out.
+
+    A finished model's trainer, module and data module refer to each other, so their GPU
+    copies (the graph, the flattened adjacency) live on until a collection, and
+    ``reset_peak_memory_stats`` only lowers the peak to what is allocated now: collect first,
+    then count from what is left (``max_memory_allocated() - start``), so one model's
+    leftovers never land in the next one's peak.
+    """
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
 
 
 def git_sha() -> str:

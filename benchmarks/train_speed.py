@@ -38,7 +38,6 @@ Rows (``DIR/speed.json``, merged with rows of other benches): ``{"bench": "train
 from __future__ import annotations
 
 import argparse
-import gc
 import resource
 import statistics
 import sys
@@ -50,7 +49,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.speed_rows import header, merge_rows, other_run_note, run_meta, same_run, table_meta
+from benchmarks.speed_rows import (cuda_peak_start, header, merge_rows, other_run_note, run_meta, same_run,
+                                   table_meta)
 from kgrec.data.scale import SCALE_KEYS
 from kgrec.io import atomic_write_text
 
@@ -86,19 +86,8 @@ def _peak_memory_mb(device: str, base: int = 0) -> tuple[float, str]:
 
 
 def _reset_peak(device: str) -> int:
-    """Start a CUDA peak; returns the bytes still allocated then, which the peak leaves out.
-
-    A finished run's trainer, module and data module refer to each other, so their GPU copies
-    (the graph, the flattened adjacency) live on until a collection, and
-    ``reset_peak_memory_stats`` only lowers the peak to what is allocated now: collect first,
-    then count from what is left, so one model's leftovers never land in the next one's peak.
-    """
-    if not device.startswith("cuda"):
-        return 0
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    return torch.cuda.memory_allocated()
+    """On CUDA :func:`~benchmarks.speed_rows.cuda_peak_start`; 0 on the CPU (its peak is the process's)."""
+    return cuda_peak_start() if device.startswith("cuda") else 0
 
 
 class _EpochTimer(Callback):
