@@ -44,8 +44,7 @@ if [ "${1:-}" = scale ]; then
     if [ -x /usr/bin/time ]; then timer="/usr/bin/time -v"; fi
     start=$(date +%s)
     $timer timeout 540 python3 -m kgrec.cli fit --config configs/synthetic_scale.yaml \
-        --trainer.max_epochs 2 --trainer.default_root_dir runs/scale \
-        --trainer.logger lightning.pytorch.loggers.CSVLogger --trainer.logger.init_args.save_dir runs/scale 2>&1 \
+        --trainer.max_epochs 2 --trainer.default_root_dir runs/scale 2>&1 \
         | grep -v -i "warning\|litlogger\|pytree" | tee "$out/scale_fit.log"
     rc=${PIPESTATUS[0]}
     echo "rc=$rc wall_s=$(( $(date +%s) - start ))" | tee "$out/scale_rc.txt"

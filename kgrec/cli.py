@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from kgrec.errors import ConfigError, DataError, KGRecError
@@ -20,7 +21,7 @@ __all__ = ["main"]
 
 
 def _info(argv: Sequence[str]) -> int:
-    from kgrec.data import load_dataset
+    from kgrec.data import BUILTIN_DATASETS, load_dataset
     from kgrec.data.scale import SCALE_DATASET
     from kgrec.graph import build_graph
     from kgrec.split import SPLIT_STRATEGIES, split_dataset
@@ -41,8 +42,8 @@ def _info(argv: Sequence[str]) -> int:
     try:
         dataset = load_dataset(args.data)
     except DataError as err:  # `kgrec info` also knows the scale world, which load_dataset does not
-        if not str(err).startswith("Unknown dataset"):
-            raise
+        if args.data in BUILTIN_DATASETS or Path(args.data).expanduser().is_dir():
+            raise  # a name it knows or a folder it read: that error is about the data, not the name
         raise DataError(f"{err} `kgrec info` also takes --data {SCALE_DATASET}.") from None
     print(dataset.summary())
     split = split_dataset(dataset, args.split, seed=args.seed)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -37,17 +38,11 @@ from kgrec.serving import bundle_graph, check_bundle, encoder_from_spec
 __all__ = ["Recommender"]
 
 
-def _brief(reason: str, limit: int = 200) -> str:
-    """``reason`` cut to at most ``limit`` characters at a word boundary, marked with an ellipsis."""
-    if len(reason) <= limit:
-        return reason
-    return reason[:limit].rsplit(" ", 1)[0].rstrip(" ,;:(") + " …"
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception's message as one short line: terminal colour codes dropped, lines joined."""
-    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
-    return _brief(text) if text else type(exc).__name__
+def _reason(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as one line of at most ``limit`` characters: terminal colour codes
+    dropped, whitespace collapsed and the text cut at a word (``textwrap.shorten``)."""
+    text = textwrap.shorten(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)), width=limit, placeholder=" …")
+    return text or type(exc).__name__
 
 HAS_TAG = ("item", "has_tag", "tag")
 HAS_ATTRIBUTE = ("user", "has_attribute", "tag")

@@ -742,6 +742,19 @@ def test_cli_predict_writes_every_users_top_k_as_the_recommender_ranks_them(tmp_
     assert "predictions.k must be a positive integer; got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"k": 0}, r"predictions.k must be a positive integer; got 0"),
+    ({"chunk_users": True}, r"predictions.chunk_users must be a positive integer; got True"),
+    ({"filename": "top.csv"}, r"predictions.filename must be a file name ending in .parquet; got 'top.csv'"),
+    ({"filename": "../top.parquet"}, r"predictions.filename must be a file name ending in .parquet; got '../top.parquet'"),
+])
+def test_prediction_writer_names_a_bad_option(kwargs, message):
+    from kgrec.lightning import TopKWriter
+
+    with pytest.raises(ConfigError, match=message):
+        TopKWriter(**kwargs)
+
+
 def test_checkpoint_from_another_split_is_refused_for_test_validate_and_resume(tmp_path, monkeypatch, capsys):
     # the graph's shape does not depend on the split seed, so only the train fingerprint tells
     # a checkpoint trained on seed 2026's train pairs from data split with seed 7

@@ -255,10 +255,10 @@ def test_checkpoint_with_arbitrary_objects_is_not_unpickled(tmp_path):
 
 
 def test_long_reasons_are_cut_at_a_word_boundary():
-    from kgrec.recommender import _brief
+    from kgrec.recommender import _reason
 
-    assert _brief("short reason") == "short reason"
-    cut = _brief("word " * 100, limit=23)
+    assert _reason(ValueError("short reason")) == "short reason"
+    cut = _reason(ValueError("word " * 100), limit=23)
     assert cut == "word word word word …"
 
 

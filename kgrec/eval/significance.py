@@ -194,7 +194,9 @@ def holm_adjust(p_values) -> np.ndarray:
 
     The ``i``-th smallest p-value (``i`` from 1) becomes ``min(1, max_{j <= i} (m - j + 1) p_(j))``;
     rejecting where the adjusted value is below ``alpha`` keeps the family-wise error rate at
-    ``alpha`` whatever the dependence between the tests. Returned in the input order.
+    ``alpha`` whatever the dependence between the tests. Returned in the input order. Written
+    here because ``scipy.stats.false_discovery_control`` offers only the Benjamini–Hochberg /
+    –Yekutieli false-discovery corrections, and statsmodels (``multipletests``) is not a dependency.
 
     Raises:
         ConfigError: a value is not a number in [0, 1].

@@ -82,15 +82,15 @@ def _check_fits(data, device: torch.device) -> None:
     the middle of the copy. Only tensors not already on ``device`` count (they are the ones
     copied); a device whose free memory cannot be known is not checked.
     """
-    from kgrec.sampler.hetero_csc import _format_bytes, available_bytes
+    from kgrec.sampler.hetero_csc import format_bytes, available_bytes
 
     need = sum(v.numel() * v.element_size() for store in data.stores for v in store.values()
                if isinstance(v, torch.Tensor) and v.device != device)
     free = available_bytes(device) if need else None
     if free is not None and need > free:
         raise ConfigError(
-            f"the training graph and its features need {_format_bytes(need)} ({need} bytes) on device "
-            f"'{device}', which has {_format_bytes(free)} free. kgrec evaluates (and trains with "
+            f"the training graph and its features need {format_bytes(need)} ({need} bytes) on device "
+            f"'{device}', which has {format_bytes(free)} free. kgrec evaluates (and trains with "
             "data.sampling: full) by passes over the whole graph on the trainer's device, so the graph "
             "must fit there: use a device with more memory, train on the CPU (--trainer.accelerator cpu), "
             "or shrink the graph (data.use_kg: false, fewer text dimensions)."

@@ -12,7 +12,7 @@ from torch_geometric.typing import EdgeType, NodeType
 
 from kgrec.errors import ConfigError, DataError
 
-__all__ = ["HeteroCSC", "available_bytes", "contains", "reverse_edge_type"]
+__all__ = ["HeteroCSC", "available_bytes", "contains", "format_bytes", "reverse_edge_type"]
 
 _INT64 = 8
 
@@ -43,7 +43,7 @@ def reverse_edge_type(edge_type: EdgeType) -> EdgeType:
     return (dst, rel, src)
 
 
-def _format_bytes(num: int) -> str:
+def format_bytes(num: int) -> str:
     return f"{num / 2**30:.2f} GiB" if num >= 2**30 else f"{num / 2**20:.1f} MiB"
 
 
@@ -108,7 +108,7 @@ class HeteroCSC:
         if limit is not None and self.nbytes > limit:
             raise ConfigError(
                 f"The graph is too large for device '{self.device}': its CSC and relabel buffers need "
-                f"{_format_bytes(self.nbytes)} ({self.nbytes} bytes) but only {_format_bytes(limit)} "
+                f"{format_bytes(self.nbytes)} ({self.nbytes} bytes) but only {format_bytes(limit)} "
                 f"({limit} bytes) are available. Use a device with more memory (device='cpu'; in a kgrec "
                 f"config, data.sampling_device: cpu), "
                 f"drop edge types the model does not use, or pass a larger max_bytes."
