@@ -43,7 +43,7 @@ import torch
 
 from benchmarks.run import _model_specs, load_suite, make_model, split_and_graph
 from benchmarks.speed_rows import git_sha
-from kgrec.base import BaseRecommender
+from kgrec.models.base import BaseRecommender
 from kgrec.errors import ConfigError, KGRecError
 from kgrec.io import atomic_write_text
 

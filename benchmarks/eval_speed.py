@@ -31,6 +31,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from kgrec.io import atomic_write_text
+
 __all__ = ["main"]
 
 
@@ -52,14 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from benchmarks.run import write_atomic
     from benchmarks.speed_rows import git_sha
     from kgrec.baselines._training import FactorScorer
     from kgrec.data import load_dataset
     from kgrec.eval import evaluate
     from kgrec.eval.evaluator import _pairs_matrix
     from kgrec.graph import build_graph
-    from kgrec.split import split_dataset
+    from kgrec.data.split import split_dataset
 
     import pandas as pd
 
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "git_sha": git_sha(),
     }
     out = Path(args.out)
-    write_atomic(out / "eval_speed.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "eval_speed.json", json.dumps(report, indent=2) + "\n")
     md = (
         f"# Evaluator speed ({args.data}, {n} users x {len(items_index)} items, {args.device}, "
         f"{report['threads']} threads)\n\n"
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"recall@20 kgrec {report['kgrec_recall@20']:.6f} vs peer top-K {peer_recall:.6f}.\n\n"
         f"Command: `{report['command']}` (git {report['git_sha']})\n"
     )
-    write_atomic(out / "eval_speed.md", md)
+    atomic_write_text(out / "eval_speed.md", md)
     print(md)
     return 0
 

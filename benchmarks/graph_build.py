@@ -21,7 +21,7 @@ from benchmarks.speed_rows import git_sha
 from kgrec.io import atomic_write_text
 from kgrec.data import cache_dir, load_dataset
 from kgrec.graph import build_graph
-from kgrec.split import split_dataset
+from kgrec.data.split import split_dataset
 
 
 def measure(name: str, strategy: str = "random", seed: int = 2026) -> dict:

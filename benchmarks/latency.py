@@ -33,6 +33,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from kgrec.io import atomic_write_text
+from kgrec.models import KGRec
+
 __all__ = ["main"]
 
 
@@ -64,41 +67,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from benchmarks.run import write_atomic
-    from kgrec.recommender import Recommender
-
     t0 = time.perf_counter()
-    rec = Recommender.from_checkpoint(args.ckpt, device=args.device)
+    rec = KGRec.load(args.ckpt, device=args.device)
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
-    users = [rec.user_ids[i] for i in rng.integers(0, rec.num_users, args.calls)]
+    user_ids = [str(u) for u in rec.user_ids_]
+    item_ids = [str(i) for i in rec.item_ids_]
+    users = [user_ids[i] for i in rng.integers(0, rec.num_users, args.calls)]
 
     for u in users[:50]:  # warm-up
         rec.recommend(u, k=10)
     single = _time(lambda u: rec.recommend(u, k=10), [(u,) for u in users])
 
-    emb, items = rec.user_embeddings, rec.item_embeddings
-    index = {u: i for i, u in enumerate(rec.user_ids)}
+    emb, items = rec.user_embeddings_, rec.item_embeddings_
+    index = {u: i for i, u in enumerate(user_ids)}
+    train = rec.train_
 
     @torch.no_grad()
     def peer(u):
         i = index[u]
         scores = emb[i] @ items.t()
-        scores[rec._seen(i)] = float("-inf")
+        scores[torch.from_numpy(train.indices[train.indptr[i]:train.indptr[i + 1]].astype(np.int64))] = float("-inf")
         return torch.topk(scores, 10).indices
 
     for u in users[:50]:
         peer(u)
     peer_times = _time(peer, [(u,) for u in users])
 
-    all_users = rec.user_ids
+    all_users = user_ids
     t0 = time.perf_counter()
     for s in range(0, len(all_users), args.batch):
         rec.recommend(all_users[s:s + args.batch], k=10)
     batch_s = time.perf_counter() - t0
 
     slow_users = users[:args.slow_calls]
-    liked_sets = [[rec.item_ids[j] for j in rng.choice(rec.num_items, 5, replace=False)] for _ in slow_users]
+    liked_sets = [[item_ids[j] for j in rng.choice(rec.num_items, 5, replace=False)] for _ in slow_users]
     rec.recommend_new_user(liked_items=liked_sets[0], k=10)
     new_user = _time(lambda liked: rec.recommend_new_user(liked_items=liked, k=10), [(s,) for s in liked_sets])
     tops = [(u, rec.recommend(u, k=1).item.iloc[0]) for u in slow_users]
@@ -109,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     peer_p = _percentiles(peer_times)
     result = {
         "checkpoint": str(args.ckpt),
-        "dataset": rec.bundle.get("dataset"),
+        "dataset": rec.graph_.dataset_name,
         "users": rec.num_users, "items": rec.num_items, "dim": int(items.size(1)),
-        "device": str(rec.device), "threads": args.threads,
+        "device": str(rec.device_), "threads": args.threads,
         "load_s": load_s,
         "single_recommend": single_p,
         "peer_topk": peer_p,
@@ -125,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "latency.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "latency.json", json.dumps(result, indent=2))
     lines = [
         f"# Serving latency — {result['dataset']} ({result['users']:,} users, {result['items']:,} items, d={result['dim']})",
         "",
@@ -146,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Command: `{result['command']}`",
         "",
     ]
-    write_atomic(out / "latency.md", "\n".join(lines))
+    atomic_write_text(out / "latency.md", "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -25,7 +25,7 @@ from typing import Sequence
 from benchmarks.paired import (PAIRED_NOTE, copy_per_user, paired_comparisons, paired_table, pooled_comparisons,
                               remove_per_user)
 from kgrec.errors import KGRecError
-from kgrec.io import atomic_write
+from kgrec.io import atomic_write, atomic_write_text
 
 __all__ = ["markdown_table", "seed_summary", "write_plots", "write_report"]
 
@@ -142,7 +142,6 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
     metrics, ``results.md`` also compares them user by user and ``out/paired.json`` holds
     every comparison (see :mod:`benchmarks.paired`).
     """
-    from benchmarks.run import write_atomic
 
     out = Path(out)
     all_paired: list[dict] = []
@@ -201,9 +200,9 @@ def write_report(rows: Sequence[dict], out: str | os.PathLike, plots: bool = Tru
     if all_paired:  # said once, above the first table
         parts[intro_end:intro_end] = [PAIRED_NOTE, ""]
     path = out / "results.md"
-    write_atomic(path, "\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))
     if all_paired:
-        write_atomic(out / "paired.json", json.dumps(all_paired, indent=2) + "\n")
+        atomic_write_text(out / "paired.json", json.dumps(all_paired, indent=2) + "\n")
     if plots and rows:
         write_plots(rows, out)
     return path
@@ -219,7 +218,6 @@ def merge_rows(base: Sequence[dict], extra: Sequence[dict]) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from benchmarks.run import write_atomic
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report")
     parser.add_argument("dir")
@@ -285,14 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     remove_per_user(out, dropped, keep=rows)
     if args.merge or args.drop or args.rename:
-        write_atomic(path, json.dumps(rows, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
     if args.merge or args.drop or args.rename or args.reference is not None:
         cmd = ["python -m benchmarks.report", args.dir]
         cmd += ["--merge", *args.merge] if args.merge else []
         cmd += ["--drop", *args.drop] if args.drop else []
         cmd += ["--rename", *args.rename] if args.rename else []
         cmd += ["--reference", args.reference] if args.reference is not None else []
-        write_atomic(out / "COMMAND.txt", commands + " ".join(cmd) + "\n")
+        atomic_write_text(out / "COMMAND.txt", commands + " ".join(cmd) + "\n")
     try:
         print(write_report(rows, out, plots=not args.no_plots, reference=args.reference or "kgrec"))
     except KGRecError as exc:

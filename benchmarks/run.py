@@ -41,12 +41,18 @@ import torch
 import yaml
 
 from benchmarks.paired import per_user_path, write_per_user
+from benchmarks.report import write_report
 from benchmarks.speed_rows import cuda_peak_start, git_sha
-from kgrec.base import BaseRecommender
-from kgrec.io import atomic_write_text
+from kgrec.data import DataConfig, load_dataset, split_dataset
 from kgrec.errors import ConfigError, KGRecError
+from kgrec.eval import evaluate
+from kgrec.graph import InputConfig
+from kgrec.io import atomic_write_text
+from kgrec.models import BaseRecommender
+from kgrec.text import TextEncoder
+from kgrec.world import build_world
 
-__all__ = ["MODEL_MODULES", "known_models", "resolve_model", "run", "main"]
+__all__ = ["MODEL_MODULES", "deep_merge", "known_models", "resolve_model", "run", "main"]
 
 #: Modules whose ``__all__`` recommender classes are benchmark models (add one line per package).
 MODEL_MODULES: tuple[str, ...] = ("kgrec.baselines", "kgrec.models")
@@ -64,12 +70,24 @@ def known_models() -> dict[str, tuple[str, dict[str, Any]]]:
             continue
         for attr in getattr(module, "__all__", ()):
             klass = getattr(module, attr)
-            if isinstance(klass, type) and issubclass(klass, BaseRecommender):
+            if isinstance(klass, type) and issubclass(klass, BaseRecommender) and klass is not BaseRecommender:
                 path = f"{klass.__module__}.{klass.__qualname__}"
                 names[klass.__name__.lower()] = (path, {})
                 for variant, overrides in getattr(klass, "benchmark_variants", {}).items():
                     names[variant] = (path, dict(overrides))
     return names
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, group by group: ``{"loss": {"a": 1}}`` over
+    ``{"loss": {"b": 2}}`` keeps both (a variant's switch and the suite's settings of the group)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _import_class(path: str) -> type:
@@ -157,11 +175,6 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (see :mod:`kgrec.io`)."""
-    atomic_write_text(path, text)
-
-
 # ---------------------------------------------------------------------- runner
 def _model_specs(models: Sequence[str], settings: dict[str, dict]) -> list[tuple[str, type, dict]]:
     specs = []
@@ -184,7 +197,7 @@ def _model_specs(models: Sequence[str], settings: dict[str, dict]) -> list[tuple
                     raise ConfigError(f"model {name!r}: init_args must be a mapping; got {entry!r}.")
         else:
             klass, args = resolve_model(name)
-        args.update(entry)
+        args = deep_merge(args, entry)
         params = set(inspect.signature(klass.__init__).parameters) - {"self"}
         unknown = set(args) - params
         if unknown:
@@ -202,27 +215,23 @@ def _needs_text(klass: type, args: dict) -> bool:
 
 def split_and_graph(dataset, strategy: str | None, seed: int, specs, device: str, need_valid: str | None = None,
                     data: str | None = None):
-    """The split of ``dataset`` and its graph, with text features if a model in ``specs`` reads them.
+    """The split of ``dataset`` and its graph (:func:`kgrec.world.build_world`), with text features if a
+    model in ``specs`` reads them; every input kept (each model selects its own).
 
     ``need_valid`` (why the caller needs validation, the error's first words) refuses a split
     without validation interactions, naming ``data`` (the dataset as the user gave it), before
     any text is encoded.
     """
-    from kgrec.graph import build_graph, build_vocabs
-    from kgrec.split import split_dataset
-
+    config = DataConfig(path=data or dataset.name, split=strategy, split_seed=seed)
     split = split_dataset(dataset, strategy, seed=seed)
     if need_valid and len(split.valid) == 0:
         raise ConfigError(f"{need_valid}: the {split.strategy!r} split of {data or dataset.name!r} has no "
                           "validation interactions to score; give a split with a valid part (a valid file in "
                           "a pre-split directory).")
-    vocabs = build_vocabs(dataset)
-    text = None
-    if any(_needs_text(k, a) for _, k, a in specs):
-        from kgrec.text import TextEncoder, encode_node_texts
-
-        text = encode_node_texts(dataset, split, vocabs, TextEncoder(device=device))
-    return split, build_graph(dataset, split, text_features=text, vocabs=vocabs)
+    use_text = any(_needs_text(k, a) for _, k, a in specs)
+    encoder = TextEncoder(device=device) if use_text else None
+    world = build_world(config, InputConfig(use_text=use_text, kg_min_degree=1), encoder, dataset=dataset)
+    return world.split, world.graph
 
 
 def make_model(klass: type, args: dict, seed: int, device: str) -> BaseRecommender:
@@ -275,10 +284,6 @@ def run(
             (kgrec, BPR-MF, LightGCN) have seen that metric, so compare their valid numbers
             with one another, not with models that have not.
     """
-    from benchmarks.report import write_report
-    from kgrec.data import load_dataset
-    from kgrec.eval import evaluate
-
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"The '--device' option must be one of {{'cpu', 'cuda'}}; got {device!r}.")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -296,7 +301,7 @@ def run(
         previous = json.loads((out / "results.json").read_text())
     if command:
         old = (out / "COMMAND.txt").read_text() if append and (out / "COMMAND.txt").is_file() else ""
-        write_atomic(out / "COMMAND.txt", old + command + "\n")
+        atomic_write_text(out / "COMMAND.txt", old + command + "\n")
     dataset = load_dataset(data)
     sha = git_sha()
     rows: list[dict] = []
@@ -358,7 +363,7 @@ def run(
                 print(f"[benchmarks]   recall@20={result.metrics.get('recall@20', float('nan')):.4f} "
                       f"ndcg@20={result.metrics.get('ndcg@20', float('nan')):.4f}{shown} "
                       f"train={train_s:.1f}s eval={eval_s:.1f}s", flush=True)
-                write_atomic(out / "results.json", json.dumps(merged(), indent=2) + "\n")
+                atomic_write_text(out / "results.json", json.dumps(merged(), indent=2) + "\n")
     write_report(merged(), out, plots=plots)
     return rows
 

@@ -71,7 +71,7 @@ def load_ml1m_graph(full: bool = False) -> HeteroData:
     only the user–item edge types unless ``full``."""
     from kgrec.data import load_dataset
     from kgrec.graph import build_graph
-    from kgrec.split import split_dataset
+    from kgrec.data.split import split_dataset
 
     dataset = load_dataset("ml-1m")
     data = build_graph(dataset, split_dataset(dataset, "random", seed=2026)).data

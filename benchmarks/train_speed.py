@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from benchmarks.run import deep_merge
 from benchmarks.speed_rows import (cuda_peak_start, header, merge_rows, other_run_note, run_meta, same_run,
                                    table_meta)
 from kgrec.data.scale import SCALE_KEYS
@@ -153,7 +154,7 @@ def time_kgrec(split, graph, args: dict, device: str, epochs: int, precision: st
     peak, kind = _peak_memory_mb(device, base)
     train_edges = int(dm.train_edges()[0].numel())
     steps_per_epoch = len(dm.train_dataloader())
-    row = {"impl": "kgrec", "batch_size": dm.batch_size, "train_edges": train_edges,
+    row = {"impl": "kgrec", "batch_size": dm.loader.batch_size, "train_edges": train_edges,
            "steps_per_epoch": steps_per_epoch, "precision": precision,
            "peak_memory_mb": round(peak, 1), "memory": kind, "args": args}
     if max_steps:
@@ -185,27 +186,25 @@ def time_lightgcn(split, graph, args: dict, device: str, epochs: int) -> dict:
 
 
 def load_split_graph(data: str, text_encoder: str, device: str):
-    """The random split (seed 2026) of ``data`` and its graph with text features."""
-    from kgrec.data import load_dataset
-    from kgrec.graph import build_graph, build_vocabs
-    from kgrec.split import split_dataset
-    from kgrec.text import HashingTextEncoder, TextEncoder, encode_node_texts
+    """The random split (seed 2026) of ``data`` and its graph with text features, every input kept
+    (:func:`kgrec.world.build_world`; the model selects its own, as ``KGRec.fit`` does)."""
+    from kgrec.data import DataConfig
+    from kgrec.graph import InputConfig
+    from kgrec.text import HashingTextEncoder, TextEncoder
+    from kgrec.world import build_world
 
-    dataset = load_dataset(data)
-    split = split_dataset(dataset, "random", seed=2026)
-    vocabs = build_vocabs(dataset)
     encoder = HashingTextEncoder(dim=384) if text_encoder == "hashing" else TextEncoder(device=device)
-    x = encode_node_texts(dataset, split, vocabs, encoder, show_progress=False)
-    graph = build_graph(dataset, split, text_features={k: v for k, v in x.items() if v is not None}, vocabs=vocabs)
-    return split, graph
+    world = build_world(DataConfig(data, split="random", split_seed=2026), InputConfig(kg_min_degree=1), encoder)
+    return world.split, world.graph
 
 
 def make_scale_graph(num_users: int, num_items: int, num_edges: int, seed: int = 0, text_dim: int = 384):
     """A synthetic kgrec graph (:class:`kgrec.graph.GraphData`) built directly as tensors:
     ``num_edges`` power-law user–item edges (all of them TRAIN edges), tags, KG entities and
-    random ``text_dim`` stand-in text features (:func:`kgrec.data.scale.scale_graph`, without
+    random ``text_dim`` stand-in text features (:func:`kgrec.graph.scale_graph`, without
     communities: only the sizes matter for speed)."""
-    from kgrec.data.scale import powerlaw_pairs, scale_graph
+    from kgrec.data.scale import powerlaw_pairs
+    from kgrec.graph import scale_graph
 
     users, items = powerlaw_pairs(num_users, num_items, num_edges, seed=seed)
     return scale_graph(users, items, num_users, num_items, seed=seed, text_dim=text_dim,
@@ -355,7 +354,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         graph = make_scale_graph(*args.scale)
         built = time.perf_counter() - started
         print(f"scale graph {graph.dataset_name} built in {built:.1f} s", flush=True)
-        kgrec_args = {**suite_args("ml-1m", "kgrec"), "batch_size": args.scale_batch}
+        kgrec_args = deep_merge(suite_args("ml-1m", "kgrec"), {"loader": {"batch_size": args.scale_batch}})
         row = time_kgrec(None, graph, kgrec_args, args.device, 1, args.precision, max_steps=args.scale_steps)
         rows.append({**meta, "data": graph.dataset_name, **row, "graph_build_s": round(built, 1)})
         print(f"  kgrec: epoch {row['epoch_s']:.2f} s{' (extrapolated)' if row['extrapolated'] else ''}, "

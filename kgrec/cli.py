@@ -2,7 +2,7 @@
 
 ``kgrec info`` inspects a dataset, its split and its graph; ``kgrec fit|validate|test|predict``
 train and evaluate (LightningCLI); ``kgrec recommend|similar|explain|export|ids`` serve a
-trained checkpoint (:class:`kgrec.Recommender`). Library errors
+trained checkpoint (:class:`kgrec.KGRec`). Library errors
 (:class:`kgrec.errors.KGRecError`) print one line and exit with status 2, without
 a traceback.
 """
@@ -21,60 +21,38 @@ __all__ = ["main"]
 
 
 def _info(argv: Sequence[str]) -> int:
-    from kgrec.data import BUILTIN_DATASETS, load_dataset
-    from kgrec.data.scale import SCALE_DATASET
-    from kgrec.graph import build_graph
-    from kgrec.split import SPLIT_STRATEGIES, split_dataset
+    import yaml
 
-    parser = argparse.ArgumentParser(prog="kgrec info", description="Summarise a dataset, its split and its graph.")
+    from kgrec.data import SPLIT_STRATEGIES, DataConfig
+    from kgrec.data.scale import SCALE_DATASET, check_scale
+    from kgrec.graph import InputConfig
+    from kgrec.world import build_world
+
+    parser = argparse.ArgumentParser(prog="kgrec info", description="Summarise a dataset, its split and the graph "
+                                     "a model trains on (text is not encoded here).")
     parser.add_argument("--data", required=True,
                         help=f"built-in name (ml-100k, ml-1m, synthetic, {SCALE_DATASET}) or a directory")
     parser.add_argument("--split", choices=SPLIT_STRATEGIES, default=None, help="split strategy (default: random, or presplit)")
-    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--seed", type=int, default=DataConfig.split_seed, help="split seed")
     parser.add_argument("--scale", default=None, metavar="YAML",
-                        help=f"sizes of the {SCALE_DATASET} graph, as data.scale takes them, "
+                        help=f"sizes of the {SCALE_DATASET} graph, as dataset.scale takes them, "
                              "e.g. '{users: 100000, items: 20000, edges: 10200000}'")
     args = parser.parse_args(argv)
-    if args.data == SCALE_DATASET:
-        return _info_scale(args)
+    scale = None
     if args.scale is not None:
-        raise ConfigError(f"--scale sizes the {SCALE_DATASET!r} graph only; --data is {args.data!r}.")
-    try:
-        dataset = load_dataset(args.data)
-    except DataError as err:  # `kgrec info` also knows the scale world, which load_dataset does not
-        if args.data in BUILTIN_DATASETS or Path(args.data).expanduser().is_dir():
-            raise  # a name it knows or a folder it read: that error is about the data, not the name
-        raise DataError(f"{err} `kgrec info` also takes --data {SCALE_DATASET}.") from None
-    print(dataset.summary())
-    split = split_dataset(dataset, args.split, seed=args.seed)
-    print(split.summary())
-    print(build_graph(dataset, split).summary())
-    return 0
-
-
-def _info_scale(args) -> int:
-    """``kgrec info --data synthetic-scale``: what ``configs/synthetic_scale.yaml`` would train on."""
-    import yaml
-
-    from kgrec.data.scale import SCALE_DATASET, check_scale, make_scale_world
-
-    if args.split not in (None, "random"):
-        raise ConfigError(f"{SCALE_DATASET} is split at random only; got --split {args.split}.")
-    try:
-        scale = yaml.safe_load(args.scale) if args.scale is not None else {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--scale {args.scale!r} is not YAML: {err}".splitlines()[0]) from None
-    if not isinstance(scale, dict):
-        raise ConfigError(f"--scale must be a mapping such as '{{users: 1000, items: 200, edges: 5000}}'; "
-                          f"got {args.scale!r}.")
-    try:
-        sizes = check_scale(scale)
-    except ConfigError as err:
-        raise ConfigError(f"--scale: {err}") from None
-    print(f"Dataset[{SCALE_DATASET}]: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
-    split, graph = make_scale_world(**sizes, seed=args.seed)
-    print(split.summary())
-    print(graph.summary())
+        if args.data != SCALE_DATASET:
+            raise ConfigError(f"--scale sizes the {SCALE_DATASET!r} graph only; --data is {args.data!r}.")
+        try:
+            scale = yaml.safe_load(args.scale)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--scale {args.scale!r} is not YAML: {err}".splitlines()[0]) from None
+        if not isinstance(scale, dict):
+            raise ConfigError(f"--scale must be a mapping such as '{{users: 1000, items: 200, edges: 5000}}'; "
+                              f"got {args.scale!r}.")
+        scale = check_scale(scale, "--scale")
+    config = DataConfig(path=args.data, split=args.split, split_seed=args.seed, scale=scale)
+    logging.getLogger("kgrec").setLevel(logging.WARNING)  # the summary is this command's output, not a log line
+    print(build_world(config, InputConfig(use_text=False)).summary())
     return 0
 
 
@@ -102,9 +80,9 @@ def _print_frame(frame, fmt: str) -> None:
 
 
 def _load(args):
-    from kgrec.recommender import Recommender
+    from kgrec.models import KGRec
 
-    return Recommender.from_checkpoint(args.ckpt, device=args.device)
+    return KGRec.load(args.ckpt, device=args.device)
 
 
 def _csv_list(text: str | None) -> list[str]:
@@ -203,15 +181,15 @@ def _ids(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     rec = _load(args)
     if args.type == "user":
-        print("\n".join(rec.user_ids))
+        print("\n".join(str(u) for u in rec.user_ids_))
     else:
-        print("\n".join(f"{i}\t{n}" for i, n in zip(rec.item_ids, rec.item_names)))
+        print("\n".join(f"{i}\t{n}" for i, n in zip(rec.item_ids_, rec.item_names)))
     return 0
 
 
 def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
-        from kgrec.lightning.cli import run_cli
+        from kgrec.training.cli import run_cli
 
         try:
             run_cli([subcommand, *argv])

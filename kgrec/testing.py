@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kgrec.base import BaseRecommender, NotFittedError
+from kgrec.models.base import BaseRecommender, NotFittedError
 from kgrec.errors import UnknownIdError
 
 __all__ = ["RecommenderChecks", "synthetic_world", "write_atomic"]
@@ -37,7 +37,7 @@ def synthetic_world(strategy: str = "random", seed: int = 0, num_users: int = 40
     """``(dataset, split, graph)`` on :func:`kgrec.data.make_synthetic` data."""
     from kgrec.data import make_synthetic
     from kgrec.graph import build_graph
-    from kgrec.split import split_dataset
+    from kgrec.data.split import split_dataset
 
     dataset = make_synthetic(num_users=num_users, num_items=num_items, seed=seed)
     split = split_dataset(dataset, strategy, seed=seed)
@@ -156,7 +156,7 @@ class RecommenderChecks:
         user = str(split.train["user"].iloc[0])
         seen = set(split.train.loc[split.train["user"] == user, "item"])
         recs = fitted.recommend([user], k=10)
-        assert list(recs.columns) == ["user", "item", "score", "rank"]
+        assert list(recs.columns) == ["user", "rank", "item", "name", "score"]
         assert not seen & set(recs["item"])
         assert recs["rank"].tolist() == list(range(1, len(recs) + 1))
         assert recs["score"].is_monotonic_decreasing

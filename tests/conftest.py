@@ -7,7 +7,7 @@ import torch
 
 from kgrec.data import make_synthetic
 from kgrec.graph import build_graph
-from kgrec.split import split_dataset
+from kgrec.data.split import split_dataset
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Baseline recommenders, under the same :class:`~kgrec.base.BaseRecommender` contract
+"""Baseline recommenders, under the same :class:`~kgrec.models.base.BaseRecommender` contract
 and scored by the same :func:`kgrec.eval.evaluate` as kgrec's own model.
 
 ``ALS`` needs the optional ``implicit`` package (``pip install 'kgrec[als]'``); it is

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from kgrec.base import BaseRecommender
+from kgrec.models.base import BaseRecommender
 from kgrec.errors import ConfigError
 
 __all__ = ["BPRTripletSampler", "FactorScorer", "check_positive_int", "check_positive_float"]

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import torch
 
-from kgrec.base import BaseRecommender
+from kgrec.models.base import BaseRecommender
 from kgrec.errors import ConfigError
 
 __all__ = ["EASE"]

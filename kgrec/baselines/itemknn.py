@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from kgrec.base import BaseRecommender
+from kgrec.models.base import BaseRecommender
 from kgrec.errors import ConfigError
 
 __all__ = ["ItemKNN"]

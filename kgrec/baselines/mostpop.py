@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kgrec.base import BaseRecommender
+from kgrec.models.base import BaseRecommender
 
 __all__ = ["MostPop"]
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from kgrec.errors import DataError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from kgrec.split import Split
 
 __all__ = ["Dataset"]
 
@@ -81,7 +78,7 @@ class Dataset:
     .. warning::
         ``interactions`` holds *every* interaction, including those a split will put
         in valid and test. Never compute popularity, degrees or profiles from it:
-        split first (:func:`kgrec.split.split_dataset`) and read ``split.train``.
+        split first (:func:`kgrec.data.split.split_dataset`) and read ``split.train``.
     """
 
     name: str
@@ -94,7 +91,7 @@ class Dataset:
     item_tag_columns: tuple[str, ...] = ()
     user_attribute_columns: tuple[str, ...] = ()
     item_name_column: str | None = None
-    presplit: "Split | None" = None
+    presplit: Any = None  # a kgrec.data.Split (split.py builds on this module, so it is not imported here)
     report: Mapping[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ views

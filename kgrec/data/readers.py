@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kgrec.data.dataset import Dataset
+from kgrec.data.split import Split
 from kgrec.errors import DataError
 
 __all__ = ["read_atomic_file", "read_atomic", "read_table", "read_presplit", "TAG_FIELDS"]
@@ -200,8 +201,6 @@ def read_presplit(
     in no other file are catalogue items with no training signal, counted in
     ``report["test_only_items"]``.
     """
-    from kgrec.split import Split
-
     directory = Path(directory)
     name = name or directory.name
     parts = {}

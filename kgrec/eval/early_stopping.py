@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from kgrec.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kgrec.base import BaseRecommender
+    from kgrec.data.split import Split
+    from kgrec.eval.evaluator import Scorer
     from kgrec.graph import GraphData
-    from kgrec.split import Split
 
 __all__ = ["EarlyStopping"]
 
@@ -50,7 +50,7 @@ class EarlyStopping:
 
     def step(
         self,
-        model: "BaseRecommender",
+        model: "Scorer",
         split: "Split",
         graph: "GraphData",
         epoch: int,

@@ -28,18 +28,22 @@ import torch
 
 from kgrec.errors import ConfigError
 
-__all__ = ["METRIC_NAMES", "check_k", "check_ks", "metrics_from_hits"]
+__all__ = ["METRIC_NAMES", "DEFAULT_KS", "check_k", "check_ks", "metrics_from_hits"]
 
 #: Metric families reported at every K (``mrr`` is also reported without a cut-off).
 METRIC_NAMES = ("recall", "ndcg", "hit", "precision", "mrr")
+#: The cut-offs every evaluation reports unless told otherwise.
+DEFAULT_KS = (10, 20, 50)
 
 
-def check_k(k: object, name: str = "k") -> int:
-    """Validate a cut-off: a positive integer (``bool`` and floats are refused)."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+def check_k(k: object, name: str = "k", maximum: int | None = None, of: str = "items") -> int:
+    """Validate a cut-off: a positive integer (``bool`` and floats are refused), at most
+    ``maximum`` when given (``of`` names what there are ``maximum`` of, for the message)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or int(k) <= 0:
         raise ConfigError(f"The {name!r} parameter must be a positive integer; got {k!r}.")
-    if int(k) <= 0:
-        raise ConfigError(f"The {name!r} parameter must be a positive integer; got {k!r}.")
+    if maximum is not None and int(k) > maximum:
+        raise ConfigError(f"The {name!r} parameter is {int(k)}, more than the {maximum:,} {of} there are; "
+                          f"use {name} <= {maximum}.")
     return int(k)
 
 

@@ -1,288 +1,485 @@
-"""``KGRec``: the kgrec GNN under the recommender contract (benchmarks, conformance suite)."""
+"""``KGRec``: the kgrec model as one trained object — fit, evaluate, recommend, cold start, explain, save."""
 
 from __future__ import annotations
 
-import copy
-import tempfile
-from typing import Literal
+import os
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import lightning as L
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from kgrec.base import BaseRecommender
-from kgrec.errors import ConfigError
-from kgrec.graph import prune_entities
+from kgrec.config import coerce_config
+from kgrec.errors import ConfigError, DataError, UnknownIdError
+from kgrec.eval import check_k, ranking_frame, top_k
+from kgrec.graph import (HAS_ATTRIBUTE, HAS_TAG, INTERACTS, GraphData, InputConfig, Vocab, data_on, graph_from_state,
+                         graph_state)
+from kgrec.io import atomic_write
+from kgrec.models.base import BaseRecommender, _decode_state, _encode_state
+from kgrec.nn import GNNConfig, score_matrix
+from kgrec.serving import Explainer, NodePlacer
+from kgrec.text import encoder_from_spec
+from kgrec.training import (KGRecDataModule, KGRecModule, LoaderConfig, LossConfig, OptimConfig, ScheduleConfig,
+                            checkpoint_fields, fit_module, lightning_fields, load_module)
+from kgrec.training.checkpoint import migrate_params
+from kgrec.world import World
 
 __all__ = ["KGRec"]
 
-
-def _restrict(graph, use_kg: bool, use_side_info: bool):
-    """A shallow copy of ``graph`` without KG and/or tag edges (the caller's graph is untouched)."""
-    if use_kg and use_side_info:
-        return graph
-    data = copy.copy(graph.data)
-    data = data.edge_type_subgraph([
-        et for et in graph.data.edge_types
-        if (use_kg or et[1] not in ("kg", "rev_kg")) and (use_side_info or "tag" not in (et[0], et[2]))
-    ])
-    for nt in list(data.node_types):
-        if (nt == "entity" and not use_kg) or (nt == "tag" and not use_side_info):
-            del data[nt]
-    out = copy.copy(graph)
-    out.data = data
-    if not use_kg:
-        out.relations = []
-    return out
+#: kgrec 0.1 `kgrec fit` checkpoints' serving data formats (read, then kept in today's layout).
+_OLD_SERVING_FORMATS = ("kgrec-serving-v1", "kgrec-serving-v2")
 
 
 class KGRec(BaseRecommender):
-    """The text-aligned heterogeneous GNN, trained by Lightning, behind :class:`~kgrec.base.BaseRecommender`.
+    """The text-aligned heterogeneous GNN: one object from training to serving.
 
-    ``fit`` trains :class:`~kgrec.lightning.KGRecModule` on ``split.train`` with early
-    stopping on valid NDCG@20, restores the best epoch and keeps the full-graph user and
-    item embeddings; ``score`` is their dot product (or cosine). Text features come from
-    the graph (``graph.data[nt].x``, built with :mod:`kgrec.text`).
-
-    After ``fit``: ``history_`` (a DataFrame, one row per validation epoch: ``epoch``,
-    ``val/ndcg@20`` and the other ``val/*`` metrics, the last ``train/loss``),
-    ``best_epoch_`` (the restored epoch) and ``epochs_`` (epochs run).
+    ``fit`` trains :class:`~kgrec.training.KGRecModule` on ``split.train`` with early
+    stopping on valid NDCG@20 and keeps the best epoch; ``save`` writes the one kgrec
+    checkpoint (also what ``kgrec fit`` writes, and a Lightning checkpoint ``kgrec test``
+    reads), :func:`kgrec.load` reads it back without the dataset. A fitted or loaded model
+    is a :class:`~kgrec.models.BaseRecommender` (:func:`kgrec.eval.evaluate` scores it like
+    every baseline) and serves: :meth:`recommend`, :meth:`score_items`, :meth:`similar_items`,
+    :meth:`top_users`, cold start (:meth:`add_item`, :meth:`recommend_new_user`),
+    :meth:`explain` and :meth:`export_embeddings`.
 
     Args:
-        hidden_channels: Embedding width.
-        num_layers: Message-passing layers.
-        use_text: Use text features (``False``: the ``kgrec-notext`` ablation).
-        use_kg: Use KG edges (``False``: ``kgrec-nokg``).
-        use_side_info: Use tag nodes (item tags, user attributes).
-        kg_min_degree: Drop KG entities with fewer KG edges than this (1 keeps all).
-        use_id_embeddings: Learn id embeddings.
-        align_weight: Text–graph alignment loss weight (0, the default, switches it off;
-            ``kgrec-align`` uses 0.1; see :class:`~kgrec.lightning.KGRecModule`).
-        align_max_nodes: Most distinct nodes per type the alignment loss contrasts in a step
-            (a random subset above it; see :class:`~kgrec.lightning.KGRecModule`).
-        dropout: Dropout on the input embeddings (0 by default: with the ``ials`` loss
-            ``weight_decay`` regularises, and 0.1 is level on ml-100k valid; ``kgrec-softmax``
-            uses 0.2).
-        side_weight: Share of tag/attribute/KG messages relative to user–item messages
-            (see :func:`kgrec.nn.flatten_graph`).
-        learn_relation_weights: Learn a weight per KG relation (off: every relation counts 1).
-        cold_weight: Weight of the cold-view ranking loss (trains cold-item placement; see
-            :class:`~kgrec.lightning.KGRecModule`).
-        cold_detach: The cold-view loss trains the item text projection only, not the id
-            embeddings and tag / entity states (on by default; ``kgrec-nodetach`` switches it
-            off; see :class:`~kgrec.nn.KGRecModel`).
-        warm_text: Warm users and items add their projected text to their id embedding
-            (``False``: text places cold ones only; ``kgrec-coldtext``, see
-            :class:`~kgrec.nn.KGRecModel`).
-        negative_items: ``all`` or ``trained`` (only items with a training interaction serve
-            as negatives; see :class:`~kgrec.lightning.KGRecModule`).
-        score_fn: ``dot`` or ``cosine`` scores.
-        in_batch_negatives: Also use in-batch positives as negatives (softmax loss).
-        loss: ``softmax``, ``bpr`` or ``ials`` (see :class:`~kgrec.lightning.KGRecModule`).
-        temperature: Ranking-loss temperature.
-        num_negatives: Sampled negatives per batch.
-        unobserved_weight: Weight of the unobserved pairs (``ials`` loss).
-        unobserved_user_power: The unobserved term of each training edge weighted by its user's
-            degree to this negative power (``ials``; see :class:`~kgrec.lightning.KGRecModule`).
-        unobserved_item_power: The unobserved pairs of each item weighted by its training
-            popularity to this power (``ials``; element-wise ALS's weighting; see
-            :class:`~kgrec.lightning.KGRecModule`).
-        lr: Adam learning rate.
-        weight_decay: L2 penalty on the batch's input embeddings (the regulariser of the
-            ``ials`` loss; 0.003 and 0.03 are both behind 0.01 on ml-100k valid, see
-            ``benchmarks/suites/ml100k_sweep.yaml``).
-        batch_size: Supervision edges per step (4,096: on ml-100k level with 512 and 1,024 on
-            valid NDCG@20 over three seeds, in under half 1,024's training time; the default
-            since 2026-12-06, 1,024 before; ``benchmarks/results/ml100k/parts/sweep-v7-seeds``).
-        max_epochs: Epoch cap (at 4,096 edges a step, ml-100k's best epoch is 36-57).
-        patience: Early-stopping patience (validations without improvement).
-        val_max_users: Early-stop on a fixed random subset of this many validation users
-            (``None``: all; see :class:`~kgrec.lightning.KGRecModule`).
-        sampling: ``full`` or ``neighbor``.
-        device: ``cpu`` or ``cuda``.
-        seed: Random seed.
+        gnn: The architecture (:class:`~kgrec.nn.GNNConfig`, or a mapping of its fields).
+        loss: The objective (:class:`~kgrec.training.LossConfig`).
+        optim: The optimiser (:class:`~kgrec.training.OptimConfig`).
+        inputs: What the model reads: text, tags, KG (:class:`~kgrec.graph.InputConfig`),
+            applied to the graph ``fit`` is given.
+        loader: Batches (:class:`~kgrec.training.LoaderConfig`).
+        schedule: Epoch cap and early-stopping patience (:class:`~kgrec.training.ScheduleConfig`).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (``None``: the CPU).
+        seed: Seed of the model's initial weights and of its training (the split has its own).
+
+    After ``fit``: ``history_`` (one row per validation: ``epoch``, ``val/ndcg@20``, ...),
+    ``best_epoch_``, ``epochs_``, and the trained ``module_`` and ``graph_``.
     """
 
     uses_text_features = True
+    #: Named variants for the benchmark runner: the ablations, each a change to one group.
     benchmark_variants = {
-        "kgrec-notext": {"use_text": False},
-        "kgrec-nokg": {"use_kg": False},
-        "kgrec-idonly": {"use_text": False, "use_kg": False, "use_side_info": False},
-        # the text-graph contrastive alignment loss switched on (off by default: it cost cold items)
-        "kgrec-align": {"align_weight": 0.1},
-        # alignment explicitly off: the same as ``kgrec`` at today's defaults, kept so the name
-        # the ablation grid has always used still resolves
-        "kgrec-noalign": {"align_weight": 0.0},
-        # the cold-view ranking loss (what trains cold-item placement) switched off
-        "kgrec-nocold": {"cold_weight": 0.0},
-        # learned per-relation KG weights (KGAT-style relation awareness) instead of fixed ones
-        "kgrec-learnrel": {"learn_relation_weights": True},
-        # the cold-view loss also trains the warm graph's embeddings (the default until it was
-        # measured ahead on valid on every ml-100k split and on ml-1m)
-        "kgrec-nodetach": {"cold_detach": False},
-        # the cold-view loss kept off the warm embeddings: the same as ``kgrec`` at today's
-        # defaults, kept so the name earlier results used still resolves
-        "kgrec-colddetach": {"cold_detach": True},
-        # warm users and items rank by their id embeddings alone; text places cold ones only
-        "kgrec-coldtext": {"warm_text": False},
-        # the iALS unobserved term weighted by each user's degree^-0.5 (default: every edge alike)
-        "kgrec-upow": {"unobserved_user_power": 0.5},
-        # the sampled-softmax loss (the default before ials) with its own best regularisation
-        "kgrec-softmax": {"loss": "softmax", "weight_decay": 0.0, "dropout": 0.2, "cold_weight": 0.5,
-                          "align_weight": 0.1},
+        "kgrec-notext": {"inputs": {"use_text": False}},
+        "kgrec-nokg": {"inputs": {"use_kg": False}},
+        "kgrec-idonly": {"inputs": {"use_text": False, "use_kg": False, "use_side_info": False}},
+        "kgrec-align": {"loss": {"align_weight": 0.1}},
+        "kgrec-noalign": {"loss": {"align_weight": 0.0}},
+        "kgrec-nocold": {"loss": {"cold_weight": 0.0}},
+        "kgrec-learnrel": {"gnn": {"learn_relation_weights": True}},
+        "kgrec-nodetach": {"gnn": {"cold_detach": False}},
+        "kgrec-colddetach": {"gnn": {"cold_detach": True}},
+        "kgrec-coldtext": {"gnn": {"warm_text": False}},
+        "kgrec-upow": {"loss": {"unobserved_user_power": 0.5}},
+        "kgrec-softmax": {"loss": {"name": "softmax", "weight_decay": 0.0, "cold_weight": 0.5, "align_weight": 0.1},
+                          "gnn": {"dropout": 0.2}},
     }
 
     def __init__(
         self,
-        hidden_channels: int = 64,
-        num_layers: int = 2,
-        use_text: bool = True,
-        use_kg: bool = True,
-        use_side_info: bool = True,
-        kg_min_degree: int = 2,
-        use_id_embeddings: bool = True,
-        align_weight: float = 0.0,
-        align_max_nodes: int = 2048,
-        dropout: float = 0.0,
-        side_weight: float = 0.1,
-        learn_relation_weights: bool = False,
-        cold_weight: float = 1.0,
-        cold_detach: bool = True,
-        warm_text: bool = True,
-        negative_items: Literal["all", "trained"] = "trained",
-        score_fn: Literal["dot", "cosine"] = "dot",
-        in_batch_negatives: bool = False,
-        loss: Literal["softmax", "bpr", "ials"] = "ials",
-        temperature: float = 1.0,
-        num_negatives: int = 1024,
-        unobserved_weight: float = 20.0,
-        unobserved_user_power: float = 0.0,
-        unobserved_item_power: float = 0.0,
-        lr: float = 5e-3,
-        weight_decay: float = 0.01,
-        batch_size: int = 4096,
-        max_epochs: int = 200,
-        patience: int = 5,
-        val_max_users: int | None = None,
-        sampling: Literal["full", "neighbor"] = "full",
+        gnn: GNNConfig | Mapping[str, Any] = GNNConfig(),
+        loss: LossConfig | Mapping[str, Any] = LossConfig(),
+        optim: OptimConfig | Mapping[str, Any] = OptimConfig(),
+        inputs: InputConfig | Mapping[str, Any] = InputConfig(),
+        loader: LoaderConfig | Mapping[str, Any] = LoaderConfig(),
+        schedule: ScheduleConfig | Mapping[str, Any] = ScheduleConfig(),
         device: str | None = None,
         seed: int = 2026,
     ) -> None:
-        self.hidden_channels = hidden_channels
-        self.num_layers = num_layers
-        self.use_text = use_text
-        self.use_kg = use_kg
-        self.use_side_info = use_side_info
-        self.kg_min_degree = kg_min_degree
-        self.use_id_embeddings = use_id_embeddings
-        self.align_weight = align_weight
-        self.align_max_nodes = align_max_nodes
-        self.dropout = dropout
-        self.side_weight = side_weight
-        self.learn_relation_weights = learn_relation_weights
-        self.cold_weight = cold_weight
-        self.cold_detach = cold_detach
-        self.warm_text = warm_text
-        self.negative_items = negative_items
-        self.score_fn = score_fn
-        self.in_batch_negatives = in_batch_negatives
-        self.loss = loss
-        self.temperature = temperature
-        self.num_negatives = num_negatives
-        self.unobserved_weight = unobserved_weight
-        self.unobserved_user_power = unobserved_user_power
-        self.unobserved_item_power = unobserved_item_power
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.val_max_users = val_max_users
-        self.sampling = sampling
+        self.gnn = coerce_config(GNNConfig, gnn, "gnn")
+        self.loss = coerce_config(LossConfig, loss, "loss")
+        self.optim = coerce_config(OptimConfig, optim, "optim")
+        self.inputs = coerce_config(InputConfig, inputs, "inputs")
+        self.loader = coerce_config(LoaderConfig, loader, "loader")
+        self.schedule = coerce_config(ScheduleConfig, schedule, "schedule")
         self.device = device
         self.seed = seed
 
-    def build(self, split, graph):
-        """The data module and the untrained :class:`~kgrec.lightning.KGRecModule` that :meth:`fit` trains.
-
-        For code that drives its own :class:`lightning.Trainer` over exactly the model ``fit``
-        would train (``benchmarks.train_speed`` times epochs this way).
-
-        Returns:
-            ``(datamodule, module)``.
-        """
-        from kgrec.lightning import KGRecDataModule, KGRecModule
-
-        if self.max_epochs <= 0 or self.patience <= 0:
-            raise ConfigError(f"max_epochs and patience must be positive; got {self.max_epochs}, {self.patience}.")
-        sub = prune_entities(_restrict(graph, self.use_kg, self.use_side_info), self.kg_min_degree)
-        dm = KGRecDataModule.from_graph(sub, split, batch_size=self.batch_size, sampling=self.sampling,
-                                        num_neighbors=[10] * self.num_layers)
-        module = KGRecModule(
-            dm.graph_info, hidden_channels=self.hidden_channels, num_layers=self.num_layers,
-            use_id_embeddings=self.use_id_embeddings, use_text=self.use_text, score=self.score_fn,
-            in_batch_negatives=self.in_batch_negatives,
-            loss=self.loss, temperature=self.temperature, num_negatives=self.num_negatives,
-            unobserved_weight=self.unobserved_weight, unobserved_user_power=self.unobserved_user_power,
-            unobserved_item_power=self.unobserved_item_power,
-            weight_decay=self.weight_decay,
-            align_weight=self.align_weight, align_max_nodes=self.align_max_nodes, lr=self.lr,
-            dropout=self.dropout, side_weight=self.side_weight,
-            cold_weight=self.cold_weight, cold_detach=self.cold_detach, warm_text=self.warm_text,
-            negative_items=self.negative_items,
-            learn_relation_weights=self.learn_relation_weights, val_max_users=self.val_max_users,
-        )
-        return dm, module
+    # ------------------------------------------------------------------ fit
+    def build(self, split, graph) -> tuple[KGRecDataModule, KGRecModule]:
+        """The data module and the untrained module :meth:`fit` trains (for code that drives
+        its own :class:`lightning.Trainer` over exactly that model, e.g. ``benchmarks.train_speed``)."""
+        dm = KGRecDataModule.from_world(World(split, graph), inputs=self.inputs, loader=self.loader)
+        return dm, KGRecModule(dm.graph_info, self.gnn, self.loss, self.optim)
 
     def _fit(self, split, graph) -> None:
-        import lightning as L
-        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-        from kgrec.lightning import MetricsHistory
-
         L.seed_everything(self.seed, verbose=False)
         dm, module = self.build(split, graph)
-        history = MetricsHistory()
-        with tempfile.TemporaryDirectory(prefix="kgrec-fit-") as tmp:
-            checkpoint = ModelCheckpoint(dirpath=tmp, monitor="val/ndcg@20", mode="max", save_top_k=1)
-            accelerator, devices = trainer_devices(self.device_)
-            trainer = L.Trainer(
-                max_epochs=self.max_epochs, accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                num_sanity_val_steps=0, default_root_dir=tmp,
-                callbacks=[EarlyStopping("val/ndcg@20", mode="max", patience=self.patience), checkpoint, history],
-            )
-            trainer.fit(module, dm)
-            if checkpoint.best_model_path:
-                state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-                module.load_state_dict(state)
-        module.to(self.device_)
-        out = _embeddings(module, dm)
-        self.epochs_ = int(trainer.current_epoch)
-        self.history_ = pd.DataFrame(history.rows)
-        monitored = self.history_.get("val/ndcg@20")
-        self.best_epoch_ = (int(self.history_.loc[monitored.idxmax(), "epoch"]) if monitored is not None
-                            and monitored.notna().any() else self.epochs_ - 1)
-        self.user_embeddings_ = out["user"].detach()
-        self.item_embeddings_ = out["item"].detach()
+        result = fit_module(module, dm, self.schedule, self.device_)
+        self.history_, self.best_epoch_, self.epochs_ = result.history, result.best_epoch, result.epochs
+        self._set_trained(module, dm.graph, dm.train_fingerprint())
 
-    def _score(self, users: torch.Tensor) -> torch.Tensor:
-        u = self._on_score_device("user_embeddings_")[users]
-        i = self._on_score_device("item_embeddings_")
-        if self.score_fn == "cosine":
-            u, i = F.normalize(u, dim=-1), F.normalize(i, dim=-1)
-        return u @ i.t()
+    def _set_trained(self, module: KGRecModule, graph: GraphData, fingerprint: str) -> None:
+        """Keep the trained module and its graph; compute every node's final embedding."""
+        self.module_ = module.to(self.device_).eval()
+        self.graph_ = graph
+        self.train_fingerprint_ = fingerprint
+        self.user_ids_ = np.asarray(graph.vocabs["user"].ids, dtype=object)
+        self.item_ids_ = np.asarray(graph.vocabs["item"].ids, dtype=object)
+        self.item_names_ = graph.display_names()
+        if not hasattr(self, "train_"):
+            ui = graph.data[INTERACTS].edge_index.numpy()
+            train = sp.csr_matrix((np.ones(ui.shape[1], dtype=np.float32), (ui[0], ui[1])),
+                                  shape=(len(self.user_ids_), len(self.item_ids_)))
+            train.sum_duplicates()
+            train.data[:] = 1.0
+            self.train_ = train
+        self._placer = NodePlacer(self.module_.model, graph.data, torch.device(self.device_))
+        self._explainer = None
+        self._index_cache = None
+        with torch.no_grad():
+            data = data_on(graph.data, self.device_)
+            out = self.module_.model(data, self.module_.model.flatten(data))
+        self.user_embeddings_, self.item_embeddings_ = out["user"], out["item"]
+
+    # ---------------------------------------------------------------- score
+    def _score(self, users: Tensor) -> Tensor:
+        return score_matrix(self._on_score_device("user_embeddings_")[users],
+                            self._on_score_device("item_embeddings_"), self.gnn.score)
+
+    # ------------------------------------------------------------ persistence
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments as plain containers (what the checkpoint keeps)."""
+        return {k: asdict(v) if is_dataclass(v) else v for k, v in self.get_params().items()}
+
+    def _checkpoint(self) -> dict[str, Any]:
+        payload = checkpoint_fields(graph_state(self.graph_), self.train_fingerprint_, self.params())
+        payload.update(lightning_fields(self.module_, epoch=int(getattr(self, "best_epoch_", 0) or 0)))
+        payload["state"] = {k: _encode_state(getattr(self, k)) for k in ("history_", "best_epoch_", "epochs_")
+                            if hasattr(self, k)}
+        return payload
+
+    @classmethod
+    def _from_checkpoint(cls, payload: dict[str, Any], where: str, device: str | None = None,
+                         text_encoder=None) -> "KGRec":
+        """Rebuild a trained model from a kgrec checkpoint (or a kgrec 0.1 ``kgrec fit`` one)."""
+        if payload.get("format") == "kgrec-recommender-v1":
+            raise DataError(f"{where} was written by KGRec.save of kgrec 0.1, which kept only the final "
+                            "embeddings (no weights, no graph), so it cannot be served or converted; train "
+                            "again (KGRec(...).fit(split, graph).save(path), or `kgrec fit`).")
+        state = payload.get("graph")
+        if state is None and isinstance(payload.get("kgrec_serving"), Mapping):  # kgrec 0.1 `kgrec fit`
+            state = payload["kgrec_serving"]
+            if state.get("format") not in _OLD_SERVING_FORMATS:
+                raise DataError(f"{where} was written by an incompatible kgrec version (serving format "
+                                f"{state.get('format')!r}); retrain with this version.")
+        if state is None:
+            raise DataError(f"{where} holds no training graph: it was not written by `kgrec fit` or KGRec.save.")
+        module = load_module(KGRecModule, payload, where)
+        graph = graph_from_state(state, where)
+        params = payload.get("params")
+        if params is None:  # kgrec 0.1: the module's groups, today's defaults for the rest
+            hp = migrate_params(payload["hyper_parameters"])
+            params = {"gnn": hp["gnn"], "loss": hp["loss"], "optim": hp["optim"]}
+        obj = cls(**{k: v for k, v in params.items() if k != "device"})
+        obj.device_ = _serving_device(device)
+        for name, value in (payload.get("state") or {}).items():
+            setattr(obj, name, _decode_state(value))
+        obj._encoder = text_encoder
+        obj._set_trained(module, graph, payload.get("train_fingerprint") or payload.get("kgrec_train_fingerprint"))
+        return obj
+
+    # ------------------------------------------------------------ lookups
+    def _lookup(self, node_type: str, raw_ids, hint: str) -> list[int]:
+        vocab = self.graph_.vocabs.get(node_type)
+        raw = [str(r) for r in raw_ids]
+        if vocab is None:
+            if raw:
+                raise UnknownIdError(f"unknown {node_type} id {raw[0]!r}: the model has no {node_type} nodes.")
+            return []
+        try:
+            return vocab.encode(raw).tolist()
+        except UnknownIdError:  # the same error, told in serving terms: what to do about it
+            bad = next(r for r in raw if r not in vocab)
+            sample = ", ".join(repr(str(v)) for v in vocab.ids[:3])
+            raise UnknownIdError(
+                f"unknown {node_type} id {bad!r}: the model knows {len(vocab):,} {node_type}s "
+                f"(e.g. {sample}){'; ' + hint if hint else '.'}"
+            ) from None
+
+    def encode_users(self, user_ids: Sequence[str]) -> Tensor:
+        self._check_fitted()
+        return torch.tensor(self._lookup("user", user_ids, "list them with `kgrec ids --ckpt PATH --type user`; "
+                                         "for a user the model has never seen use recommend_new_user(...) "
+                                         "(CLI: `kgrec recommend --ckpt PATH --liked ITEM,...`)."), dtype=torch.long)
+
+    def encode_items(self, item_ids: Sequence[str]) -> Tensor:
+        self._check_fitted()
+        return torch.tensor(self._lookup("item", item_ids, "list them with `kgrec ids --ckpt PATH --type item`; "
+                                         "add a new item with add_item(...)."), dtype=torch.long)
+
+    # ------------------------------------------------------------ serving
+    @torch.no_grad()
+    def score_items(self, user: str, items: Sequence[str]) -> pd.Series:
+        """Scores of ``items`` for one known user, indexed by item id (higher is better)."""
+        u = self.encode_users([user])
+        idx = self.encode_items([str(i) for i in items]).to(self.score_device)
+        scores = self.score(u)[0, idx].cpu().numpy()
+        return pd.Series(scores, index=pd.Index([str(i) for i in items], name="item"), name="score")
+
+    def _item_unit(self) -> Tensor:
+        return F.normalize(self._on_score_device("item_embeddings_"), dim=-1)
+
+    @torch.no_grad()
+    def similar_items(self, item: str, k: int = 10) -> pd.DataFrame:
+        """The ``k`` items nearest to ``item`` by cosine of their embeddings (``item`` itself excluded).
+
+        Returns:
+            Columns ``rank``, ``item``, ``name``, ``score``.
+        """
+        k = check_k(k, "k", self.num_items - 1, "other items in the catalogue")
+        i = int(self.encode_items([item])[0])
+        unit = self._item_unit()
+        sims = (unit[i] @ unit.t()).unsqueeze(0)
+        values, indices = top_k(sims, k, (torch.zeros(1, dtype=torch.long), torch.tensor([i])))
+        return ranking_frame([str(item)], values, indices, self.item_ids_, self.item_names).drop(columns="user")
+
+    @torch.no_grad()
+    def top_users(self, item: str, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
+        """The ``k`` users who score ``item`` highest (e.g. the audience of a new item).
+
+        Returns:
+            Columns ``rank``, ``user``, ``score``.
+        """
+        k = check_k(k, "k", self.num_users, "users")
+        i = int(self.encode_items([item])[0])
+        scores = score_matrix(self._on_score_device("item_embeddings_")[[i]],
+                              self._on_score_device("user_embeddings_"), self.gnn.score)
+        exclude = None
+        if exclude_seen:
+            seen = torch.from_numpy(self.train_[:, i].tocoo().row.astype(np.int64))
+            exclude = (torch.zeros_like(seen), seen)
+        values, indices = top_k(scores, k, exclude)
+        frame = ranking_frame([""], values, indices, self.user_ids_)
+        return frame.drop(columns=["user", "name"]).rename(columns={"item": "user"})[["rank", "user", "score"]]
+
+    # ------------------------------------------------------------ cold start
+    def _encode_text(self, node_type: str, text: str | None) -> Tensor | None:
+        data = self.graph_.data
+        if node_type not in data.node_types or "x" not in data[node_type] or node_type not in self.module_.model.text_proj:
+            return None
+        dim = data[node_type].x.size(1)
+        if not text:
+            return torch.zeros(1, dim)
+        if getattr(self, "_encoder", None) is None:
+            self._encoder = encoder_from_spec(self.graph_.text_encoder)
+        if self._encoder is None:
+            raise ConfigError("this model records no text encoder; pass text_encoder=... to kgrec.load.")
+        x = self._encoder.encode([text], show_progress=False).float().cpu()
+        if x.size(1) != dim:
+            raise ConfigError(f"the text encoder gives {x.size(1)}-d vectors but the model was trained on {dim}-d text.")
+        return x
+
+    def _tags(self, tags, node_type: str) -> list[int]:
+        """Tag indices from ``{"genre": ["Comedy"]}`` or ``["genre=Comedy"]``."""
+        if tags is None:
+            return []
+        if isinstance(tags, Mapping):
+            raw = []
+            for field, values in tags.items():
+                values = [values] if isinstance(values, str) else list(values)
+                raw += [f"{field}={v}" for v in values]
+        else:
+            raw = [str(t) for t in tags]
+        if raw and not len(self.graph_.vocabs.get("tag", ())):
+            what = "item tags" if node_type == "item" else "user attributes"
+            raise ConfigError(f"the model was trained without tags (no tag nodes), so {what} cannot place "
+                              f"a new {node_type}; leave them out.")
+        return self._lookup("tag", raw, f"{node_type} tags are written field=value, as in the training data.")
+
+    @torch.no_grad()
+    def recommend_new_user(self, liked_items: Sequence[str] = (), attributes: Mapping[str, str] | None = None,
+                           k: int = 10, exclude_seen: bool = True, user_id: str = "new-user") -> pd.DataFrame:
+        """Recommendations for a user the model has never seen, without retraining.
+
+        The user joins the training graph as a new node with edges to ``liked_items`` and
+        to its attribute tags (``{"age": "25-34", "gender": "F"}``), and with a text
+        profile written like the training ones; one forward pass places it.
+
+        Returns:
+            The :meth:`recommend` columns, ``user`` set to ``user_id``.
+        """
+        self._check_fitted()
+        k = check_k(k, "k", self.num_items, "items in the catalogue")
+        liked = self.encode_items([str(i) for i in liked_items]).tolist()
+        attrs = self._tags({f: [v] for f, v in (attributes or {}).items()}, "user")
+        if not liked and not attrs:
+            raise ConfigError("a new user needs liked_items and/or attributes to be placed.")
+        new = self.num_users
+        data = self._placer.with_node("user", self._encode_text("user", self._user_text(liked, attributes or {})), {
+            INTERACTS: ([new] * len(liked), liked, None),
+            HAS_ATTRIBUTE: ([new] * len(attrs), attrs, None),
+        })
+        vec = self._placer.place(data, "user").unsqueeze(0)
+        scores = score_matrix(vec, self._on_score_device("item_embeddings_"), self.gnn.score)
+        exclude = (torch.zeros(len(liked), dtype=torch.long), torch.tensor(liked, dtype=torch.long)) \
+            if exclude_seen else None
+        values, indices = top_k(scores, k, exclude)
+        return ranking_frame([user_id], values, indices, self.item_ids_, self.item_names)
+
+    def _user_text(self, liked: list[int], attributes: Mapping[str, str]) -> str | None:
+        layout = self.graph_.text_layout
+        if layout is None:
+            return None
+        counts: dict[str, int] = {}
+        data = self.graph_.data
+        if liked and HAS_TAG in data.edge_types:
+            tag_ids = self.graph_.vocabs["tag"].ids
+            ei = data[HAS_TAG].edge_index
+            for t in ei[1][torch.isin(ei[0], torch.tensor(liked))].tolist():
+                value = str(tag_ids[t]).split("=", 1)[-1]
+                counts[value] = counts.get(value, 0) + 1
+        top = sorted(counts, key=lambda v: (-counts[v], v))[:3]
+        return layout.user_text(attributes, top, [self.item_names[i] for i in liked[:3]])
+
+    @torch.no_grad()
+    def add_item(self, item_id: str, text: str | None = None, name: str | None = None,
+                 tags: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+                 kg: Sequence[tuple[str, str]] = ()) -> pd.Series:
+        """Add an item the model has never seen, placed by its text, tags and KG links.
+
+        Args:
+            item_id: Its raw id (must be new).
+            text: Its description; ``None``: written from ``name`` and ``tags`` with the
+                training item template (e.g. ``"Orbit. Genres: Sci-Fi"``).
+            name: Display name (default: ``item_id``).
+            tags: ``{"genre": ["Sci-Fi", "Drama"]}`` or ``["genre=Sci-Fi"]``.
+            kg: ``(relation, entity)`` pairs, the item as the head (``("film.film.directed_by", "m.0abc")``);
+                the entity may be a KG entity or another item.
+
+        Returns:
+            Its embedding row as a Series (also stored: the item is now in the catalogue of
+            :meth:`recommend`, :meth:`score_items`, :meth:`similar_items`, :meth:`explain` and
+            :meth:`save`).
+        """
+        self._check_fitted()
+        item_id = str(item_id)
+        if item_id in self.graph_.vocabs["item"]:
+            raise ConfigError(f"item id {item_id!r} already exists; choose a new id.")
+        tag_idx = self._tags(tags, "item")
+        new = self.num_items
+        kg_entity: tuple[list, list, list] = ([], [], [])
+        kg_item: tuple[list, list, list] = ([], [], [])
+        relations = self.graph_.relations
+        for relation, entity in kg:
+            if relation not in relations:
+                raise UnknownIdError(f"unknown KG relation {relation!r}; known relations: {', '.join(relations[:8])}"
+                                     f"{', ...' if len(relations) > 8 else ''}.")
+            if "entity" in self.graph_.vocabs and str(entity) in self.graph_.vocabs["entity"]:
+                target, index = kg_entity, self._lookup("entity", [entity], "")[0]
+            elif str(entity) in self.graph_.vocabs["item"]:
+                target, index = kg_item, self._lookup("item", [entity], "")[0]
+            else:
+                raise UnknownIdError(f"unknown KG entity {entity!r}: not an entity or item of the training graph.")
+            target[0].append(new)
+            target[1].append(index)
+            target[2].append(relations.index(relation))
+        name = name or item_id
+        if text is None:
+            tag_names = [str(self.graph_.vocabs["tag"].ids[t]) for t in tag_idx]
+            text = self.graph_.text_layout.item_text(name, tag_names) if self.graph_.text_layout else name
+        if not text and not tag_idx and not kg_entity[0] and not kg_item[0]:
+            raise ConfigError(f"item {item_id!r} needs text, tags or KG links to be placed.")
+        data = self._placer.with_node("item", self._encode_text("item", text), {
+            HAS_TAG: ([new] * len(tag_idx), tag_idx, None),
+            ("item", "kg", "entity"): kg_entity,
+            ("item", "kg", "item"): kg_item,
+        })
+        vec = self._placer.place(data, "item")
+        self._grow_catalogue(data, item_id, name, vec)
+        return pd.Series(vec.cpu().numpy(), name=item_id)
+
+    def _grow_catalogue(self, data, item_id: str, name: str, vec: Tensor) -> None:
+        """Make the placed item part of the model: graph, vocabulary, names, embeddings, train matrix."""
+        vocabs = dict(self.graph_.vocabs)
+        vocabs["item"] = Vocab([*vocabs["item"].ids, item_id], "item")
+        self.graph_ = GraphData(data, vocabs, list(self.graph_.relations), self.graph_.dataset_name,
+                                [*self.graph_.display_names(), name], self.graph_.text_layout,
+                                self.graph_.text_encoder)
+        self.item_ids_ = np.asarray(vocabs["item"].ids, dtype=object)
+        self.item_names_ = self.graph_.display_names()
+        self.item_embeddings_ = torch.cat([self._on_score_device("item_embeddings_"),
+                                           vec.to(self.score_device).unsqueeze(0)])
+        self.train_ = sp.hstack([self.train_, sp.csr_matrix((self.train_.shape[0], 1), dtype=np.float32)]).tocsr()
+        self._placer = NodePlacer(self.module_.model, data, torch.device(self.device_))
+        self._explainer = None
+        self._index_cache = None
+
+    # ------------------------------------------------------------ explain / export
+    def explain(self, user: str, item: str, k: int = 3):
+        """The ``k`` strongest graph paths from ``user`` to ``item`` as :class:`~kgrec.serving.Explanation`.
+
+        See :class:`kgrec.serving.Explainer` for the paths and how they are ranked.
+        """
+        k = check_k(k, "k")
+        u, i = int(self.encode_users([user])[0]), int(self.encode_items([item])[0])
+        if getattr(self, "_explainer", None) is None:
+            self._explainer = Explainer(self.graph_, self.item_embeddings_)
+        return self._explainer.explain(u, i, k)
+
+    def embeddings(self, node_type: str = "item") -> pd.DataFrame:
+        """Final embeddings of ``user`` or ``item`` nodes, one row per raw id (columns ``e0..e{d-1}``)."""
+        self._check_fitted()
+        if node_type not in ("user", "item"):
+            raise ConfigError(f"node_type must be 'user' or 'item'; got {node_type!r}.")
+        emb = (self.user_embeddings_ if node_type == "user" else self.item_embeddings_).cpu().numpy()
+        frame = pd.DataFrame(emb, columns=[f"e{j}" for j in range(emb.shape[1])])
+        frame.insert(0, node_type, [str(i) for i in (self.user_ids_ if node_type == "user" else self.item_ids_)])
+        return frame
+
+    def export_embeddings(self, path: str | os.PathLike, fmt: str | None = None) -> list[Path]:
+        """Write user and item embeddings atomically.
+
+        ``fmt="parquet"`` (default for a ``.parquet`` path or a directory): ``users.parquet``
+        and ``items.parquet`` with an id column; ``fmt="npy"``: ``users.npy``/``items.npy`` plus
+        ``user_ids.txt``/``item_ids.txt`` (one id per line, row order).
+
+        Returns:
+            The files written.
+        """
+        out = Path(path).expanduser()
+        fmt = fmt or ("npy" if out.suffix == ".npy" else "parquet")
+        if fmt not in ("parquet", "npy"):
+            raise ConfigError(f"export format must be 'parquet' or 'npy'; got {fmt!r}.")
+        if out.suffix in (".parquet", ".npy"):
+            out = out.parent
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"export target {str(out)!r} is a file; give a directory.")
+        written = []
+        for nt, plural in (("user", "users"), ("item", "items")):
+            frame = self.embeddings(nt)
+            if fmt == "parquet":
+                written.append(atomic_write(out / f"{plural}.parquet", lambda fh, f=frame: f.to_parquet(fh, index=False)))
+            else:
+                arr = frame.drop(columns=nt).to_numpy(np.float32)
+                written.append(atomic_write(out / f"{plural}.npy", lambda fh, a=arr: np.save(fh, a)))
+                ids = "\n".join(frame[nt]) + "\n"
+                written.append(atomic_write(out / f"{nt}_ids.txt", lambda fh, s=ids: fh.write(s.encode())))
+        return written
+
+    def __repr__(self) -> str:
+        if not self.is_fitted:
+            return super().__repr__()
+        return (f"KGRec(dataset={self.graph_.dataset_name!r}, users={self.num_users:,}, items={self.num_items:,}, "
+                f"dim={self.item_embeddings_.size(1)}, device={str(self.device_)!r})")
 
 
-def trainer_devices(device: str) -> tuple[str, int | list[int]]:
-    """Lightning's ``(accelerator, devices)`` for a torch device string: ``"cuda:1"`` is
-    ``("gpu", [1])``, the GPU it names (``devices=1`` would mean Lightning's first GPU)."""
-    if str(device).startswith("cuda"):
-        return "gpu", [torch.device(device).index or 0]
-    return "cpu", 1
-
-
-@torch.no_grad()
-def _embeddings(module, dm) -> dict[str, torch.Tensor]:
-    module.eval()
-    data = dm.graph_on(module.device)  # the copy training used, when it was on this device
-    return module.model(data, module.model.flatten(data))
+def _serving_device(device: str | None) -> str:
+    """The device a loaded model serves on: as asked (checked), else CUDA when available."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} but CUDA is not available; use device='cpu'.")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+    return device

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +10,10 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 
 from kgrec.errors import ConfigError
+from kgrec.nn.config import GRAPH_INFO_KEYS, GNNConfig
 from kgrec.nn.conv import RelationalLightConv
 from kgrec.nn.flatten import FlatGraph, flatten_graph, full_degrees, relation_layout, side_relation_mask
+from kgrec.nn.scoring import score_matrix, score_pairs
 
 __all__ = ["KGRecModel"]
 
@@ -27,126 +29,67 @@ class KGRecModel(nn.Module):
     entities in a text-only model — always get id embeddings. ``num_layers`` layers of
     :class:`~kgrec.nn.RelationalLightConv` propagate over every edge type (user–item
     train edges, tags, user attributes, KG relations); the output is the mean of all
-    layers, and a user–item score is the dot product (or cosine) of their outputs.
+    layers, and a user–item score is the dot product (or cosine) of their outputs
+    (:mod:`kgrec.nn.scoring`).
 
     Users and items with no training interaction have no trained id embedding, so
     theirs is masked to zero (``id_mask``): a cold item is placed by its text and its
     tag/KG edges alone — this is what makes the model inductive.
 
     Args:
-        num_nodes: Nodes per node type, e.g. ``{"user": 943, "item": 1682, ...}``.
-        text_dims: Text feature width per node type that has text (``{}`` for none).
-        edge_types: Edge types of the graph (``HeteroData.metadata()[1]``).
-        num_kg_relations: Number of KG relations (``GraphData.relations``).
-        hidden_channels: Embedding width :math:`d`.
-        num_layers: Propagation layers :math:`L`.
-        use_id_embeddings: Learn id embeddings for users and items (and tags).
-        use_text: Use text features as input (``False``: ids only).
-        score: ``"dot"`` or ``"cosine"``.
-        dropout: Dropout on the input embeddings during training.
-        init_std: Standard deviation of the user and item id embeddings' normal
-            initialisation (tag and entity id embeddings start at zero).
-        side_weight: Weight of tag/attribute/KG messages relative to user–item messages
-            at a node that receives both (see :func:`~kgrec.nn.flatten_graph`).
-        id_dropout: During training, the share of items whose id embedding is dropped
-            for a step (as in DropoutNet), so the text projection and side edges learn to
-            place an item alone — what a cold item has.
-        learn_relation_weights: Learn one weight per KG relation and direction (see
-            :class:`~kgrec.nn.RelationalLightConv`); ``False`` keeps every relation at 1.
-            Off by default: on ml-100k the learned weights grow (median 2.1, max 5.6
-            after 12 epochs), amplifying KG messages in a way fitted to warm items, and
-            strict-cold Recall@20 fell from 0.216 (fixed) to 0.09 (learned) with no gain
-            on warm items (valid NDCG@20 0.288 fixed vs 0.285 learned).
-        cold_detach: The cold view (``forward(cold_view=True)``) reads the warm graph's layer
-            states and the items' own inputs without gradient, so a loss on it trains the
-            item text projection only, not the id embeddings and tag / entity states the warm
-            ranking uses (the default); ``False`` lets it train them all. A trade-off, measured
-            on ml-100k (seed 2026, ``cold_weight`` 1, batch 1,024; ``kgrec`` against the
-            ``kgrec-nodetach`` benchmark rows): valid NDCG@20 random 0.3021 -> 0.3029, temporal 0.1593 -> 0.1603,
-            cold_item 0.2984 -> 0.2991, ml-1m 0.2588 -> 0.2606, at the cost of strict
-            cold-start Recall@20 (test) 0.2915 -> 0.2793 (still 1.94x TextKNN's). At batch
-            4,096 (the default since 2026-12-06): valid 0.3022 -> 0.3049, 0.1589 -> 0.1591,
-            cold_item 0.2999 -> 0.2984, strict cold 0.2866 -> 0.2798.
-        warm_text: A user or item with a trained id embedding adds its projected text to it
-            (``True``); ``False``: it uses the id embedding alone, and text places only the
-            users and items without one (cold ones, and the cold view). Tags and entities
-            always add their text. ``True`` by default: on ml-100k (seed 2026, batch 1,024, the
-            ``kgrec-coldtext`` benchmark rows) warm items do slightly better without it (valid
-            NDCG@20 random 0.3029 with it / 0.3040 without, temporal 0.1603 / 0.1624), but
-            training text in the same space as the ids is what places cold items: cold_item
-            valid 0.2991 / 0.2915, strict cold-start Recall@20 (test) 0.2793 / 0.2330.
+        graph_info: What the model knows of the graph (:func:`~kgrec.nn.graph_info`):
+            ``num_nodes`` per node type, ``text_dims`` per node type with text (none:
+            the model reads no text), ``edge_types``, ``num_kg_relations``.
+        config: The architecture (:class:`~kgrec.nn.GNNConfig`).
 
     Shapes:
         :meth:`forward` returns ``{node_type: (num_nodes_in_data, hidden_channels)}``.
     """
 
-    def __init__(
-        self,
-        num_nodes: dict[str, int],
-        text_dims: dict[str, int],
-        edge_types: list[EdgeType],
-        num_kg_relations: int = 0,
-        hidden_channels: int = 64,
-        num_layers: int = 2,
-        use_id_embeddings: bool = True,
-        use_text: bool = True,
-        score: Literal["dot", "cosine"] = "dot",
-        dropout: float = 0.0,
-        init_std: float = 0.1,
-        side_weight: float = 1.0,
-        id_dropout: float = 0.0,
-        learn_relation_weights: bool = False,
-        cold_detach: bool = True,
-        warm_text: bool = True,
-    ) -> None:
+    def __init__(self, graph_info: Mapping[str, Any], config: GNNConfig = GNNConfig()) -> None:
         super().__init__()
-        if hidden_channels <= 0 or num_layers < 0:
-            raise ConfigError(
-                f"hidden_channels must be > 0 and num_layers >= 0; got {hidden_channels} and {num_layers}."
-            )
-        if score not in ("dot", "cosine"):
-            raise ConfigError(f"The 'score' parameter must be one of {{'dot', 'cosine'}}; got {score!r}.")
-        if not use_id_embeddings and not (use_text and {"user", "item"} <= set(text_dims)):
-            raise ConfigError("use_id_embeddings=False needs use_text=True and text for users and items.")
+        missing = [k for k in GRAPH_INFO_KEYS if k not in graph_info]
+        if missing:
+            raise ConfigError(f"graph_info lacks {missing}; derive it from the graph with kgrec.nn.graph_info.")
+        num_nodes, text_dims = dict(graph_info["num_nodes"]), dict(graph_info["text_dims"])
+        use_text = bool(text_dims)
+        if not config.use_id_embeddings and not (use_text and {"user", "item"} <= set(text_dims)):
+            raise ConfigError("gnn.use_id_embeddings=False needs text features for users and items.")
+        self.config = config
         self.node_types = list(num_nodes)
-        self.edge_types = [tuple(et) for et in edge_types]
-        self.num_kg_relations = num_kg_relations
-        self.hidden_channels = hidden_channels
-        self.score_fn = score
+        self.edge_types = [tuple(et) for et in graph_info["edge_types"]]
+        self.num_kg_relations = int(graph_info["num_kg_relations"])
+        self.hidden_channels = config.hidden_channels
+        self.score_fn = config.score
         self.use_text = use_text
-        self.dropout = dropout
-        if side_weight < 0:
-            raise ConfigError(f"The 'side_weight' parameter must be >= 0; got {side_weight}.")
-        self.side_weight = side_weight
-        if not 0 <= id_dropout < 1:
-            raise ConfigError(f"The 'id_dropout' parameter must be in [0, 1); got {id_dropout}.")
-        self.id_dropout = id_dropout
-        self.cold_detach = cold_detach
-        self.warm_text = warm_text
+        self.dropout = config.dropout
+        self.side_weight = config.side_weight
+        self.id_dropout = config.id_dropout
+        self.cold_detach = config.cold_detach
+        self.warm_text = config.warm_text
         self.text_proj = nn.ModuleDict()
-        if use_text:
-            for nt, dim in text_dims.items():
-                if nt in num_nodes:
-                    self.text_proj[nt] = nn.Linear(dim, hidden_channels)
+        for nt, dim in text_dims.items():
+            if nt in num_nodes:
+                self.text_proj[nt] = nn.Linear(dim, config.hidden_channels)
         self.id_emb = nn.ModuleDict()
         for nt, n in num_nodes.items():
-            if use_id_embeddings or nt not in self.text_proj:
-                emb = nn.Embedding(n, hidden_channels)
+            if config.use_id_embeddings or nt not in self.text_proj:
+                emb = nn.Embedding(n, config.hidden_channels)
                 if nt in ("user", "item"):
-                    nn.init.normal_(emb.weight, std=init_std)
+                    nn.init.normal_(emb.weight, std=config.init_std)
                 else:
                     # tags and KG entities start at zero: one that never receives a gradient
                     # (e.g. an actor of cold items only) then adds nothing instead of noise
                     nn.init.zeros_(emb.weight)
                 self.id_emb[nt] = emb
-        num_rel, learnable = relation_layout(self.edge_types, num_kg_relations)
-        if not learn_relation_weights:
+        num_rel, learnable = relation_layout(self.edge_types, self.num_kg_relations)
+        if not config.learn_relation_weights:
             learnable = torch.zeros_like(learnable)
         self.convs = nn.ModuleList(
-            RelationalLightConv(num_rel, learnable) for _ in range(num_layers)
+            RelationalLightConv(num_rel, learnable) for _ in range(config.num_layers)
         )
         # relation ids of side messages (everything but user-item edges), for cold_view
-        self.register_buffer("side_relations", side_relation_mask(self.edge_types, num_kg_relations),
+        self.register_buffer("side_relations", side_relation_mask(self.edge_types, self.num_kg_relations),
                              persistent=False)
         # Nodes whose id embedding is trained (set by set_id_mask; default: all).
         for nt in ("user", "item"):
@@ -304,16 +247,12 @@ class KGRecModel(nn.Module):
         return echo[start:start + n]
 
     def score(self, user: Tensor, item: Tensor) -> Tensor:
-        """Scores of aligned pairs: ``(B, d)`` × ``(B, d)`` -> ``(B,)``."""
-        if self.score_fn == "cosine":
-            user, item = F.normalize(user, dim=-1), F.normalize(item, dim=-1)
-        return (user * item).sum(-1)
+        """Scores of aligned pairs: ``(B, d)`` x ``(B, d)`` -> ``(B,)``."""
+        return score_pairs(user, item, self.score_fn)
 
     def score_all(self, user: Tensor, items: Tensor) -> Tensor:
-        """Scores of every user against every item: ``(U, d)`` × ``(I, d)`` -> ``(U, I)``."""
-        if self.score_fn == "cosine":
-            user, items = F.normalize(user, dim=-1), F.normalize(items, dim=-1)
-        return user @ items.t()
+        """Scores of every user against every item: ``(U, d)`` x ``(I, d)`` -> ``(U, I)``."""
+        return score_matrix(user, items, self.score_fn)
 
 
 def _echo_layout(flat: FlatGraph, side_relations: Tensor) -> tuple:

@@ -91,7 +91,7 @@ def encode_node_texts(
 
     Args:
         dataset: A :class:`~kgrec.data.Dataset`.
-        split: A :class:`~kgrec.split.Split`; user profiles read ``split.train`` only.
+        split: A :class:`~kgrec.data.split.Split`; user profiles read ``split.train`` only.
         vocabs: ``node_type -> Vocab`` from :func:`kgrec.graph.build_vocabs`.
         encoder: Any :class:`~kgrec.text.BaseTextEncoder`, e.g. :class:`~kgrec.text.TextEncoder`.
         templates: Text templates; default :class:`~kgrec.text.TextTemplates()`.

@@ -108,7 +108,7 @@ def write_node_texts(dataset, split, vocabs: Mapping, templates: TextTemplates |
 
     Args:
         dataset: A :class:`~kgrec.data.Dataset`.
-        split: A :class:`~kgrec.split.Split`; only ``split.train`` is read. May be ``None``
+        split: A :class:`~kgrec.data.split.Split`; only ``split.train`` is read. May be ``None``
             when ``templates.user_history`` is ``False``.
         vocabs: ``node_type -> Vocab`` (:func:`kgrec.graph.build_vocabs`); rows follow
             ``vocabs[node_type].ids``.

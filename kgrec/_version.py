@@ -1,0 +1,3 @@
+"""The kgrec version (in its own module so every layer can read it)."""
+
+__version__ = "0.2.0"
