@@ -16,7 +16,7 @@
 # A second call, `bash benchmarks/device.sh scale` (same carry, for the wheels), runs the CLI config of GPU
 # scale instead: `kgrec fit --config configs/synthetic_scale.yaml` (1M users, 200k items, 100M
 # TRAIN edges built as tensors), two epochs, each validated by full ranking for 100k sampled
-# validation users (model.val_max_users), GPU memory sampled
+# validation users (data.loader.val_max_users), GPU memory sampled
 # every 0.5 s by nvidia-smi into $OUT/gpu_memory.csv.
 # Results land in $OUT (speed.json, speed_train.md, logs); merge speed.json's "train" rows into
 # benchmarks/results/speed/ with a CPU run of the same command without --device cuda.
@@ -53,7 +53,7 @@ if [ "${1:-}" = scale ]; then
     find runs/scale -name metrics.csv -exec cp {} "$out/scale_metrics.csv" \;
     exit "$rc"
 fi
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_model.py tests/test_sampler.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/training tests/sampler tests/models \
     -k "cuda or gpu" 2>&1 | tail -5 | tee "$out/tests.txt"
 timeout 420 python3 -m benchmarks.speed train --out "$out" --device cuda --data ml-1m --epochs 5 \
     --text-encoder hashing --scale 1000000,200000,100000000 --scale-steps 20 2>&1 \

@@ -1,4 +1,4 @@
-"""Serving latency of :class:`kgrec.Recommender`: single-user and batch recommend after load.
+"""Serving latency of a trained :class:`kgrec.KGRec`: single-user and batch recommend after load.
 
 ``python -m benchmarks.latency --ckpt PATH --out DIR [--device cpu] [--calls 1000] [--threads 2]``
 
@@ -15,7 +15,7 @@ one process:
 * **new user**: ``rec.recommend_new_user(liked_items=<5 items>)`` (one forward pass over
   the whole graph) -> p50 ms;
 * **explain**: ``rec.explain(user, top item)`` -> p50 ms;
-* **load**: ``Recommender.from_checkpoint`` wall time.
+* **load**: ``KGRec.load`` wall time.
 
 Writes ``DIR/latency.json`` and ``DIR/latency.md``.
 """

@@ -14,6 +14,7 @@ Rows with per-user metrics get paired comparison tables against ``--reference MO
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
@@ -92,8 +93,17 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
 
 
+def require_plotting() -> None:
+    """Refuse early, by name, to promise plots without matplotlib (the optional ``bench`` extra)."""
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        raise KGRecError("the PNG plots need matplotlib: pip install 'kgrec[bench]', or pass --no-plots.") from None
+
+
 def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
     """Per (dataset, split, seed): Recall@K and NDCG@K per model, and NDCG@20 against train time."""
+    require_plotting()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -41,7 +41,7 @@ import torch
 import yaml
 
 from benchmarks.paired import per_user_path, write_per_user
-from benchmarks.report import write_report
+from benchmarks.report import require_plotting, write_report
 from benchmarks.speed_rows import cuda_peak_start, git_sha
 from kgrec.data import DataConfig, load_dataset, split_dataset
 from kgrec.errors import ConfigError, KGRecError
@@ -293,6 +293,8 @@ def run(
             raise ConfigError(f"The '--split' option must be one of {set(SPLITS)}; got {strategy!r}.")
     if threads:
         torch.set_num_threads(threads)
+    if plots:
+        require_plotting()
     specs = _model_specs(models, settings or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,6 +351,7 @@ def run(
                     "cold_num_users": cold.num_users if cold else None,
                     "data_report": _jsonable(getattr(dataset, "report", {}) or {}),
                     "best_epoch": getattr(model, "best_epoch_", None),
+                    "epochs": getattr(model, "epochs_", getattr(model, "epochs_trained_", None)),
                     # per-user test metrics, for paired comparisons (benchmarks.paired)
                     "per_user": write_per_user(out, per_user_path(dataset.name, split.strategy, seed, name),
                                                result.per_user),

@@ -10,24 +10,25 @@ a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
-from kgrec.errors import ConfigError, DataError, KGRecError
+import pandas as pd
+import yaml
+
+from kgrec.data import SPLIT_STRATEGIES, DataConfig
+from kgrec.data.scale import SCALE_DATASET, check_scale
+from kgrec.errors import ConfigError, KGRecError
+from kgrec.graph import InputConfig
+from kgrec.models import KGRec
+from kgrec.world import build_world
 
 __all__ = ["main"]
 
 
 def _info(argv: Sequence[str]) -> int:
-    import yaml
-
-    from kgrec.data import SPLIT_STRATEGIES, DataConfig
-    from kgrec.data.scale import SCALE_DATASET, check_scale
-    from kgrec.graph import InputConfig
-    from kgrec.world import build_world
-
     parser = argparse.ArgumentParser(prog="kgrec info", description="Summarise a dataset, its split and the graph "
                                      "a model trains on (text is not encoded here).")
     parser.add_argument("--data", required=True,
@@ -67,8 +68,6 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_frame(frame, fmt: str) -> None:
-    import json
-
     if fmt == "json":
         print(json.dumps(frame.to_dict(orient="records"), indent=2, ensure_ascii=False, default=float))
     elif fmt == "csv":
@@ -80,8 +79,6 @@ def _print_frame(frame, fmt: str) -> None:
 
 
 def _load(args):
-    from kgrec.models import KGRec
-
     return KGRec.load(args.ckpt, device=args.device)
 
 
@@ -90,8 +87,6 @@ def _csv_list(text: str | None) -> list[str]:
 
 
 def _recommend(argv: Sequence[str]) -> int:
-    from kgrec.errors import ConfigError
-
     parser = argparse.ArgumentParser(
         prog="kgrec recommend", description="Top-k items for a known user, or for a new user given liked items "
         "and/or attributes (cold start).")
@@ -135,8 +130,6 @@ def _similar(argv: Sequence[str]) -> int:
 
 
 def _explain(argv: Sequence[str]) -> int:
-    import pandas as pd
-
     parser = argparse.ArgumentParser(prog="kgrec explain",
                                      description="Why an item suits a user: the strongest graph paths, in words.")
     _add_ckpt(parser)
@@ -189,7 +182,7 @@ def _ids(argv: Sequence[str]) -> int:
 
 def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
-        from kgrec.training.cli import run_cli
+        from kgrec.training.cli import run_cli  # LightningCLI and jsonargparse: only for these commands
 
         try:
             run_cli([subcommand, *argv])

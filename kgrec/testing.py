@@ -27,6 +27,8 @@ import pandas as pd
 import pytest
 import torch
 
+from kgrec.data import make_synthetic, split_dataset
+from kgrec.graph import build_graph
 from kgrec.models.base import BaseRecommender, NotFittedError
 from kgrec.errors import UnknownIdError
 
@@ -35,10 +37,6 @@ __all__ = ["RecommenderChecks", "synthetic_world", "write_atomic"]
 
 def synthetic_world(strategy: str = "random", seed: int = 0, num_users: int = 40, num_items: int = 30):
     """``(dataset, split, graph)`` on :func:`kgrec.data.make_synthetic` data."""
-    from kgrec.data import make_synthetic
-    from kgrec.graph import build_graph
-    from kgrec.data.split import split_dataset
-
     dataset = make_synthetic(num_users=num_users, num_items=num_items, seed=seed)
     split = split_dataset(dataset, strategy, seed=seed)
     return dataset, split, build_graph(dataset, split)

@@ -28,8 +28,8 @@ class EASE(BaseRecommender):
     inverse would not fit comfortably (two dense float64 copies during the solve).
 
     Args:
-        l2: Ridge penalty :math:`\lambda > 0` (on ml-100k random, seed 2026, valid NDCG@20:
-            100 0.2929, 250 0.2965, 500 0.2967, 1000 0.2866).
+        l2: Ridge penalty :math:`\lambda > 0` (the benchmark suites' values were chosen on
+            validation; see ``docs/decisions.md``).
         max_items: The largest catalogue :meth:`fit` accepts.
         device: Device the solve and the scores run on (``"cpu"`` or ``"cuda"``).
     """

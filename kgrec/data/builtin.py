@@ -23,6 +23,7 @@ import pandas as pd
 
 from kgrec.data.dataset import Dataset
 from kgrec.data.readers import read_atomic, read_atomic_file
+from kgrec.data.synthetic import make_synthetic
 from kgrec.errors import DataError
 
 __all__ = ["cache_dir", "fetch_dataset_files", "load_dataset", "BUILTIN_DATASETS"]
@@ -223,8 +224,6 @@ def load_dataset(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike |
     if key == "ml-1m":
         return _load_ml1m(cache_dir)
     if key == "synthetic":
-        from kgrec.data.synthetic import make_synthetic
-
         return make_synthetic()
     path = Path(key).expanduser()
     if path.is_dir():

@@ -7,10 +7,10 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from kgrec.errors import ConfigError
+from kgrec.eval.evaluator import Scorer, evaluate
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.data.split import Split
-    from kgrec.eval.evaluator import Scorer
     from kgrec.graph import GraphData
 
 __all__ = ["EarlyStopping"]
@@ -50,7 +50,7 @@ class EarlyStopping:
 
     def step(
         self,
-        model: "Scorer",
+        model: Scorer,
         split: "Split",
         graph: "GraphData",
         epoch: int,
@@ -65,8 +65,6 @@ class EarlyStopping:
             epoch: Current epoch number (recorded in :attr:`history`).
             state: Called on improvement; its return value is kept as :attr:`best_state`.
         """
-        from kgrec.eval.evaluator import evaluate
-
         k = int(self.metric.split("@")[1]) if "@" in self.metric else 20
         result = evaluate(model, split, graph, on="valid", ks=(k,))
         if self.metric not in result.metrics:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -262,10 +262,10 @@ class KGRec(BaseRecommender):
     # ------------------------------------------------------------ cold start
     def _encode_text(self, node_type: str, text: str | None) -> Tensor | None:
         data = self.graph_.data
-        if node_type not in data.node_types or "x" not in data[node_type] or node_type not in self.module_.model.text_proj:
+        if node_type not in data.node_types or "x" not in data[node_type]:
             return None
         dim = data[node_type].x.size(1)
-        if not text:
+        if not text or node_type not in self.module_.model.text_proj:  # no text, or a model that reads none
             return torch.zeros(1, dim)
         if getattr(self, "_encoder", None) is None:
             self._encoder = encoder_from_spec(self.graph_.text_encoder)
@@ -399,9 +399,7 @@ class KGRec(BaseRecommender):
         """Make the placed item part of the model: graph, vocabulary, names, embeddings, train matrix."""
         vocabs = dict(self.graph_.vocabs)
         vocabs["item"] = Vocab([*vocabs["item"].ids, item_id], "item")
-        self.graph_ = GraphData(data, vocabs, list(self.graph_.relations), self.graph_.dataset_name,
-                                [*self.graph_.display_names(), name], self.graph_.text_layout,
-                                self.graph_.text_encoder)
+        self.graph_ = replace(self.graph_, data=data, vocabs=vocabs, item_names=[*self.graph_.display_names(), name])
         self.item_ids_ = np.asarray(vocabs["item"].ids, dtype=object)
         self.item_names_ = self.graph_.display_names()
         self.item_embeddings_ = torch.cat([self._on_score_device("item_embeddings_"),

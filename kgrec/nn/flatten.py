@@ -110,7 +110,7 @@ def flatten_graph(data: HeteroData, node_types: list[str], edge_types: list[Edge
     The mix is per node type: users and items always weigh side messages
     :math:`\\beta/(1+\\beta)`, also a cold item without user–item messages (scaling its
     side messages up to 1 put cold items on another scale than the warm ones the users
-    were trained against: strict-cold Recall@20 on ml-100k fell to 0.02); tags and
+    were trained against, and cold items fell out of every ranking); tags and
     entities, which have no user–item edges, take their side messages whole.
     Keeping the collaborative signal at a fixed share matters: averaging it with four
     KG/tag edge types gave an item only a fifth of its users' signal. Edge types of

@@ -19,7 +19,8 @@ from torch_geometric.sampler import (
 from torch_geometric.typing import EdgeType, NodeType
 
 from kgrec.errors import ConfigError, DataError
-from kgrec.sampler.hetero_csc import HeteroCSC, reverse_edge_type
+from kgrec.graph.build import reverse
+from kgrec.sampler.hetero_csc import HeteroCSC
 from kgrec.sampler.negatives import check_negative_sampling, draw_negatives
 
 __all__ = ["HeteroSamplerBase", "SeedExclusion", "data_device"]
@@ -35,7 +36,7 @@ class SeedExclusion:
     """The supervision edges of one mini-batch, to be kept out of its
     message-passing subgraph: every edge of ``edge_type`` joining a seed pair
     (parallel edges included) and every edge of the reverse edge type
-    (``rev_<rel>``, see :func:`~kgrec.sampler.hetero_csc.reverse_edge_type`)
+    (``rev_<rel>``, see :func:`~kgrec.graph.reverse`)
     joining the swapped pair. The edges are flagged in the graph's per-edge
     scratch flags until :meth:`release`; :meth:`mask` is then a gather.
 
@@ -48,7 +49,7 @@ class SeedExclusion:
 
     def __init__(self, edge_type: EdgeType, src: Tensor, dst: Tensor, csc: HeteroCSC) -> None:
         self.edge_type = edge_type
-        self.reverse = reverse_edge_type(edge_type)
+        self.reverse = reverse(edge_type)
         self._flagged: Dict[EdgeType, Tensor] = {}
         self._csc = csc
         for et, (a, b) in ((edge_type, (src, dst)), (self.reverse, (dst, src))):

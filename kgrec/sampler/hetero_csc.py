@@ -12,7 +12,7 @@ from torch_geometric.typing import EdgeType, NodeType
 
 from kgrec.errors import ConfigError, DataError
 
-__all__ = ["HeteroCSC", "available_bytes", "contains", "format_bytes", "reverse_edge_type"]
+__all__ = ["HeteroCSC", "available_bytes", "contains", "format_bytes"]
 
 _INT64 = 8
 
@@ -33,14 +33,6 @@ def available_bytes(device: torch.device) -> Optional[int]:
         except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
             return None
     return None
-
-
-def reverse_edge_type(edge_type: EdgeType) -> EdgeType:
-    """The reverse of ``(src, rel, dst)`` as :class:`~torch_geometric.transforms.ToUndirected`
-    names it: ``(dst, "rev_" + rel, src)``, and back again for a ``rev_`` relation."""
-    src, rel, dst = edge_type
-    rel = rel[len("rev_"):] if rel.startswith("rev_") else f"rev_{rel}"
-    return (dst, rel, src)
 
 
 def format_bytes(num: int) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kgrec.data.builtin import cache_dir
 from kgrec.io import atomic_write
 from kgrec.errors import ConfigError
 from kgrec.text.base import BaseTextEncoder
@@ -31,8 +32,6 @@ _SHARD_GLOB = "shard-*.npz"
 
 def default_cache_dir() -> Path:
     """``<kgrec cache>/text``: ``$KGREC_CACHE_DIR/text``, else ``~/.cache/kgrec/text``."""
-    from kgrec.data import cache_dir
-
     return cache_dir() / "text"
 
 

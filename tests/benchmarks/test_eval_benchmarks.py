@@ -280,6 +280,7 @@ def test_committed_suites_name_models_that_resolve_and_construct(suite):
             got = getattr(model, key)
             if dataclasses.is_dataclass(got):  # a group given as a mapping: the fields it set
                 got = {field: getattr(got, field) for field in value}
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
             assert got == value, (suite.name, name, key)
 
 
@@ -297,3 +298,13 @@ def test_report_shows_dirty_rows_and_what_a_temporal_seed_varies(tmp_path):
     assert "| 0123456-dirty |" in text and "`-dirty`: the row ran with uncommitted changes" in text
     assert "(the model seed only: a temporal split is the same for every seed)" in text
     assert "(split and model seed)" in text  # the random split's summary
+
+
+def test_plots_without_matplotlib_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the `bench` extra were not installed
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path / "o")]) == 2
+    assert "the PNG plots need matplotlib: pip install 'kgrec[bench]', or pass --no-plots" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["--data", "synthetic", "--models", "mostpop", "--out", str(tmp_path / "o"), "--no-plots"]) == 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from kgrec.cli import main
 
 
@@ -37,6 +39,7 @@ def test_info_scale_errors_name_the_argument(capsys):
         assert message in capsys.readouterr().err, argv
 
 
+@pytest.mark.slow
 def test_bad_dataset_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "info", "--data", str(tmp_path / "nope")],
                           capture_output=True, text=True)
@@ -56,6 +59,7 @@ def test_unknown_command(capsys):
     assert "unknown command 'frobnicate'; known commands: explain, export, fit, ids, info, predict, recommend, similar, test, validate" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_logs_kgrec_progress_but_not_other_libraries_chatter():
     script = (
         "import logging\n"

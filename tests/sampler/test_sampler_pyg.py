@@ -18,7 +18,7 @@ IU = ("item", "rev_interacts", "user")
 
 needs_native = pytest.mark.skipif(
     not (pyg_typing.WITH_PYG_LIB or pyg_typing.WITH_TORCH_SPARSE),
-    reason="PyG's native sampler needs pyg-lib or torch-sparse (see /work/shared/peers)",
+    reason="PyG's native sampler needs pyg-lib or torch-sparse (pip install torch-sparse, or a pyg-lib wheel)",
 )
 
 

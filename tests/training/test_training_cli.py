@@ -24,8 +24,7 @@ from kgrec.errors import ConfigError
 from kgrec.graph import INTERACTS, InputConfig
 from kgrec.models import KGRec, load
 from kgrec.nn import GNNConfig
-from kgrec.training import (KGRecDataModule, KGRecModule, LoaderConfig, LossConfig, OptimConfig, PredictConfig,
-                            TopKWriter)
+from kgrec.training import KGRecModule, LoaderConfig, LossConfig, OptimConfig, PredictConfig, TopKWriter
 
 
 def _fit(tmp_path, monkeypatch, epochs=2, *extra) -> Path:
@@ -229,6 +228,7 @@ class _RecordShard(L.Callback):
         Path(self.folder, f"rank{trainer.global_rank}.txt").write_text(str(trainer.num_training_batches))
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_on_shards(synthetic_graph, synthetic_split, tmp_path):
     """Lightning DDP over gloo: two ranks, each with its shard of the supervision edges."""
     dm = make_dm(synthetic_graph, synthetic_split, batch_size=32)
@@ -251,6 +251,7 @@ def test_ddp_two_cpu_processes_train_on_shards(synthetic_graph, synthetic_split,
     assert any(not torch.equal(before[k], after[k]) for k in before)  # trained weights came back
 
 
+@pytest.mark.slow
 def test_cli_fit_test_and_predict_run_over_two_processes_as_on_one(tmp_path):
     """`--trainer.devices 2` (DDP over gloo, through the CLI): fit trains, and test and predict shard
     the users over both processes and give what one process gives. Lightning's DDP launcher starts

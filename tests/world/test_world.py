@@ -7,7 +7,7 @@ import torch
 
 from kgrec.data import DataConfig, make_synthetic, split_dataset
 from kgrec.errors import ConfigError, DataError
-from kgrec.graph import INTERACTS, InputConfig, build_graph, select_inputs
+from kgrec.graph import INTERACTS, InputConfig, select_inputs
 from kgrec.testing import write_atomic
 from kgrec.text import HashingTextEncoder, encoder_spec
 from kgrec.world import build_world
